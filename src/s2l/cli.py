@@ -29,7 +29,7 @@ def reports_input_errors(command):
         try:
             return command(*args, **kwargs)
         except InputError as e:
-            console.print(f"[bold red]error:[/] {_escape(str(e))}", highlight=False)
+            console.print(f"[bold red]error:[/] {_escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(InputError.exit_code)
     return wrapper
 
@@ -80,6 +80,7 @@ def models_list():
 
     [bold]Example[/]: s2l models list
     """
+    from rich.console import Console
     from rich.table import Table
 
     from s2l.models import PACKAGED, is_prepared, prepared_path
@@ -87,7 +88,7 @@ def models_list():
     table = Table("name", "model", "license", "prepared at")
     for name, m in PACKAGED.items():
         table.add_row(name, m.description, m.license, str(prepared_path(name)) if is_prepared(name) else "-")
-    console.print(table)
+    Console().print(table)  # the answer goes to stdout; progress and messages go to stderr
 
 
 @models_app.command("prepare")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,14 +107,38 @@ def _read_json(path: Path) -> list[Record]:
     except json.JSONDecodeError as e:
         hint = "; one object per line is the .jsonl format" if e.msg == "Extra data" else ""
         raise InputError(f"not valid JSON: {e.msg} (column {e.colno}){hint}", path, e.lineno) from None
-    if isinstance(value, dict) and isinstance(value.get("data"), list):
+    if isinstance(value, list):
+        lines: list[int | None] = list(_array_item_lines(text))
+    elif isinstance(value, dict) and isinstance(value.get("data"), list):
         value = value["data"]
-    if not isinstance(value, list):
+        lines = [None] * len(value)
+    else:
         raise InputError("expected a JSON array of objects (or an object with a 'data' array)", path)
     return [
-        Record(_expect_object(path, None, item, i), i, None, canonical_json(item).encode("utf-8"))
+        Record(_expect_object(path, lines[i], item, i), i, lines[i], canonical_json(item).encode("utf-8"))
         for i, item in enumerate(value)
     ]
+
+
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _array_item_lines(text: str) -> list[int]:
+    """The 1-based line on which each item of the top-level JSON array in `text` (known to parse) starts."""
+    decoder = json.JSONDecoder()
+    pos = _JSON_SPACE.match(text).end() + 1  # past the "["
+    lines: list[int] = []
+    line, counted = 1, 0
+    while True:
+        pos = _JSON_SPACE.match(text, pos).end()
+        if text[pos] == "]":
+            return lines
+        if text[pos] == ",":
+            pos = _JSON_SPACE.match(text, pos + 1).end()
+        line += text.count("\n", counted, pos)
+        counted = pos
+        lines.append(line)
+        _, pos = decoder.raw_decode(text, pos)
 
 
 def _read_parquet(path: Path) -> list[Record]:
@@ -135,20 +160,25 @@ def _read_csv(path: Path) -> list[Record]:
     except UnicodeDecodeError as e:
         line_no = raw[: e.start].count(b"\n") + 1
         raise InputError(f"not valid UTF-8 (byte 0x{raw[e.start]:02x})", path, line_no) from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    # csv.reader rather than DictReader: DictReader skips blank lines out of sight, which would put every
+    # later line number off. strict: an unterminated quote (a truncated file) is an error, not data.
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     records: list[Record] = []
-    if reader.fieldnames is None:  # reading the header; None means the file has no lines
-        return records
-    line_no = reader.line_num + 1
+    line_no = 1
     try:
+        header = next(reader, None)
+        if header is None:  # the file has no lines
+            return records
+        line_no = reader.line_num + 1
         for row in reader:
-            if None in row:
-                raise InputError(f"{len(row[None])} more value(s) than header columns", path, line_no)
-            data = dict(row)
-            records.append(Record(data, len(records), line_no, canonical_json(data).encode("utf-8")))
+            if row:  # blank lines carry no record
+                if len(row) > len(header):
+                    raise InputError(f"{len(row) - len(header)} more value(s) than header columns", path, line_no)
+                data = {name: (row[i] if i < len(row) else None) for i, name in enumerate(header)}
+                records.append(Record(data, len(records), line_no, canonical_json(data).encode("utf-8")))
             line_no = reader.line_num + 1
     except csv.Error as e:
-        raise InputError(f"not valid CSV: {e}", path, reader.line_num) from None
+        raise InputError(f"not valid CSV: {e}", path, line_no) from None
     return records
 
 

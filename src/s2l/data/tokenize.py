@@ -15,6 +15,7 @@ import numpy as np
 from s2l.data.formats import Example
 from s2l.errors import InputError
 
+_MARKER = "\ue000s2l-assistant-content\ue000"  # a private-use marker no real text contains
 BATCH = 512  # texts per call to the (Rust, multi-threaded) fast tokenizer
 
 
@@ -79,7 +80,13 @@ def chat_spans(tokenizer, messages: tuple[tuple[str, str], ...], path: str = "ch
     for i, (role, _) in enumerate(messages):
         if role != "assistant":
             continue
-        before = tokenizer.apply_chat_template(as_dicts[:i], tokenize=False, add_generation_prompt=True) if i else ""
+        if i:
+            before = tokenizer.apply_chat_template(as_dicts[:i], tokenize=False, add_generation_prompt=True)
+        else:
+            # A conversation that opens with the assistant: the template may still write a default
+            # system turn and the role header first; find where the content goes with a marker.
+            marked = tokenizer.apply_chat_template([{"role": "assistant", "content": _MARKER}], tokenize=False)
+            before = marked[: marked.find(_MARKER)] if _MARKER in marked else ""
         through = tokenizer.apply_chat_template(as_dicts[: i + 1], tokenize=False)
         if not (full.startswith(through) and through.startswith(before)):
             raise InputError("the chat template does not render conversations prefix by prefix, so assistant "

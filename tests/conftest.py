@@ -1,0 +1,49 @@
+"""Shared fixtures: the real packaged SmolLM2 (prepared once into the user's cache), a tiny randomly
+initialised Llama that uses SmolLM2's real tokenizer (seconds to train), and a small math pool."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    from s2l.models import prepare
+
+    return prepare("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, smollm2_dir) -> Path:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def make_pool(out: Path, size: int, seed: int = 0) -> Path:
+    subprocess.run([sys.executable, str(ROOT / "examples" / "make_math_pool.py"), "--out", str(out),
+                    "--size", str(size), "--test-size", "5", "--seed", str(seed)],
+                   check=True, capture_output=True)
+    return out / "pool.jsonl"
+
+
+@pytest.fixture(scope="session")
+def math_pool(tmp_path_factory) -> Path:
+    """40 math problems from 5 sources of unequal size."""
+    return make_pool(tmp_path_factory.mktemp("pool"), 40)

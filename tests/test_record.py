@@ -1,0 +1,180 @@
+"""Recording and scoring into the trajectory store, resuming, exporting: end to end on a tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from typer.testing import CliRunner
+
+from s2l.cli import app
+from s2l.data import load_pool, tokenize_examples
+from s2l.errors import InputError
+from s2l.trajectories import TrajectoryStore
+from s2l.trajectories.record import DataConfig, RecordConfig, ScoreConfig, record, score
+from s2l.trajectories.scoring import score_examples
+
+FAST = dict(epochs=2, snapshots=4, batch_size=4, learning_rate=1e-3, precision="float32")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_model_dir, math_pool, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    store = record(math_pool, str(tiny_model_dir), out, RecordConfig(**FAST), score_config=ScoreConfig(shard_size=16),
+                   show_progress=False)
+    return store
+
+
+def test_record_writes_the_store_contract(tiny_run, math_pool):
+    manifest = tiny_run.manifest
+    assert manifest["complete"] and manifest["kind"] == "record"
+    # 40 examples, batch 4: 10 steps per epoch, 20 in all; 4 even snapshots + epoch ends + the base model.
+    assert [s["step"] for s in manifest["snapshots"]] == [0, 5, 10, 15, 20]
+    assert [s["epoch_end"] for s in manifest["snapshots"]] == [True, False, True, False, True]
+    assert manifest["training"]["total_steps"] == 20 and manifest["training"]["warmup_steps"] == 1
+    assert manifest["n_shards"] == 3  # 40 examples in shards of 16
+    for key in ("dataset_fingerprint", "model_revision", "tokenizer", "template", "max_length", "dtype", "s2l_version"):
+        assert manifest[key]
+    for k in range(5):
+        for s in range(3):
+            assert tiny_run.is_complete(k, s)
+            marker = json.loads(tiny_run.marker_path(k, s).read_text())
+            assert marker["rows"] == pq.read_table(tiny_run.cell_path(k, s)).num_rows
+    assert not list(tiny_run.root.glob("train_state-*")), "the resume state is removed when the run completes"
+
+    t = tiny_run.load()
+    assert t.shape == (40, 5) and t.usable.all()
+    assert list(t.ids) == load_pool(math_pool).ids
+    assert set(t.sources) == {"chain_sum", "basic_arithmetic", "simple_equations", "products", "leg_counting"}
+    # Training at this learning rate lowers the loss of the examples it trains on.
+    means = t.losses.mean(axis=0)
+    assert (np.diff(means) < 0).all() and means[-1] < means[0] - 0.3, means
+
+
+def test_snapshot_zero_is_the_untrained_model(tiny_run, tiny_model_dir, math_pool):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    tokenized = tokenize_examples(AutoTokenizer.from_pretrained(tiny_model_dir), load_pool(math_pool).examples)
+    base, _ = score_examples(model, tokenized)
+    np.testing.assert_allclose(tiny_run.load().losses[:, 0], base, atol=1e-5)
+
+
+def test_same_settings_give_the_same_numbers(tiny_run, tiny_model_dir, math_pool, tmp_path):
+    again = record(math_pool, str(tiny_model_dir), tmp_path / "again", RecordConfig(**FAST),
+                   score_config=ScoreConfig(shard_size=16), show_progress=False)
+    np.testing.assert_array_equal(again.load().losses, tiny_run.load().losses)
+
+
+def test_killed_record_resumes_to_the_same_numbers(tiny_run, tiny_model_dir, math_pool, tmp_path):
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "s2l.cli", "record", "--data", str(math_pool), "--proxy", str(tiny_model_dir),
+               "--out", str(out), "--epochs", "2", "--snapshots", "4", "--batch-size", "4", "--lr", "1e-3",
+               "--precision", "float32", "--shard-size", "16", "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = TrajectoryStore(out)
+    deadline = time.time() + 120
+    while not store.is_complete(2, 0) and time.time() < deadline:  # mid-run: snapshot 2 has started
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert store.is_complete(2, 0)
+    assert not store.manifest["complete"], "killed before the end"
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "resuming" in result.stderr
+    np.testing.assert_array_equal(store.load().losses, tiny_run.load().losses)
+
+
+def test_complete_cells_are_not_recomputed_and_missing_ones_are(tiny_model_dir, math_pool, tmp_path):
+    out = tmp_path / "scored"
+    scored = score(math_pool, [str(tiny_model_dir)], out, score_config=ScoreConfig(shard_size=16), show_progress=False)
+    before = scored.load().losses
+    kept = scored.cell_path(0, 1).stat().st_mtime_ns
+    scored.marker_path(0, 2).unlink()  # as if killed between the cell and its marker
+    scored.cell_path(0, 2).write_bytes(b"half-written")
+    score(math_pool, [str(tiny_model_dir)], out, score_config=ScoreConfig(shard_size=16), show_progress=False)
+    assert scored.cell_path(0, 1).stat().st_mtime_ns == kept
+    np.testing.assert_array_equal(scored.load().losses, before)
+
+
+def test_score_orders_checkpoints_by_step(tiny_model_dir, math_pool, tmp_path):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    folders = {}
+    for step, scale in ((500, 0.5), (1000, 0.0)):
+        folder = tmp_path / f"checkpoint-{step}"
+        with torch.no_grad():
+            changed = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+            for p in changed.parameters():
+                p.mul_(1 + scale)
+        changed.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        (folder / "trainer_state.json").write_text(json.dumps({"global_step": step, "epoch": step / 500}))
+        folders[step] = folder
+    # Given as a shell glob would: checkpoint-1000 before checkpoint-500; the base model first.
+    store = score(math_pool, [str(tiny_model_dir), str(folders[1000]), str(folders[500])], tmp_path / "run",
+                  show_progress=False)
+    snapshots = store.manifest["snapshots"]
+    assert [s["step"] for s in snapshots] == [None, 500, 1000]
+    assert [s["epoch_end"] for s in snapshots] == [False, True, True]
+    tokenized = tokenize_examples(tokenizer, load_pool(math_pool).examples)
+    expected_500, _ = score_examples(AutoModelForCausalLM.from_pretrained(folders[500]), tokenized)
+    expected_base, _ = score_examples(model, tokenized)
+    t = store.load()
+    np.testing.assert_allclose(t.losses[:, 1], expected_500, atol=1e-5)
+    np.testing.assert_allclose(t.losses[:, 0], expected_base, atol=1e-5)
+
+
+def test_a_run_directory_refuses_other_settings(tiny_run, tiny_model_dir, math_pool):
+    with pytest.raises(InputError, match="max_length"):
+        record(math_pool, str(tiny_model_dir), tiny_run.root, RecordConfig(**FAST),
+               data_config=DataConfig(max_length=64), score_config=ScoreConfig(shard_size=16), show_progress=False)
+
+
+def test_export_writes_the_trajectory_table(tiny_run, tmp_path):
+    t = tiny_run.load()
+    for name in ("t.parquet", "t.csv"):
+        result = runner.invoke(app, ["export", str(tiny_run.root), "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+    table = pq.read_table(tmp_path / "t.parquet").to_pandas()
+    assert list(table.columns) == ["example_id", "source", "n_tokens"] + [f"loss_{k}" for k in range(5)]
+    assert list(table["example_id"]) == list(t.ids)
+    np.testing.assert_array_equal(table[[f"loss_{k}" for k in range(5)]].to_numpy(), t.losses)
+    import pandas as pd
+
+    from_csv = pd.read_csv(tmp_path / "t.csv")
+    np.testing.assert_allclose(from_csv[[f"loss_{k}" for k in range(5)]].to_numpy(), t.losses, rtol=1e-12)
+    bad = runner.invoke(app, ["export", str(tiny_run.root), "--out", str(tmp_path / "t.txt")])
+    assert bad.exit_code == 2 and not (tmp_path / "t.txt").exists()
+
+
+def test_cli_record_info_and_bad_input(tiny_model_dir, math_pool, tmp_path):
+    out = tmp_path / "cli"
+    result = runner.invoke(app, ["record", "--data", str(math_pool), "--proxy", str(tiny_model_dir), "--out", str(out),
+                                 "--epochs", "1", "--snapshots", "2", "--batch-size", "8", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(runner.invoke(app, ["info", str(out)]).stdout)
+    assert info["snapshots_complete"] == "3/3" and info["complete"] is True
+    assert info["dataset"]["examples"] == 40
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": 3}\n')
+    result = runner.invoke(app, ["record", "--data", str(bad), "--proxy", str(tiny_model_dir), "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2
+    assert f"{bad}:2:" in result.output and "'output' must be a string" in result.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_record_rejects_a_missing_model_directory(math_pool, tmp_path):
+    result = runner.invoke(app, ["record", "--data", str(math_pool), "--proxy", str(tmp_path / "nope"), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "no such model directory" in result.output
