@@ -178,3 +178,13 @@ def test_cli_record_info_and_bad_input(tiny_model_dir, math_pool, tmp_path):
 def test_record_rejects_a_missing_model_directory(math_pool, tmp_path):
     result = runner.invoke(app, ["record", "--data", str(math_pool), "--proxy", str(tmp_path / "nope"), "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "no such model directory" in result.output
+
+
+def test_kept_checkpoints_reproduce_the_in_process_scores(tiny_model_dir, math_pool, tmp_path):
+    store = record(math_pool, str(tiny_model_dir), tmp_path / "kept", RecordConfig(**{**FAST, "keep_checkpoints": True}),
+                   show_progress=False)
+    folders = sorted((store.root / "checkpoints").iterdir())
+    assert [f.name for f in folders] == [f"snapshot-{k:03d}" for k in range(5)]
+    tokenized = tokenize_examples(AutoTokenizer.from_pretrained(folders[2]), load_pool(math_pool).examples)
+    rescored, _ = score_examples(AutoModelForCausalLM.from_pretrained(folders[2], dtype=torch.float32), tokenized)
+    np.testing.assert_allclose(store.load().losses[:, 2], rescored, atol=1e-5)
