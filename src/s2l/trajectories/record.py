@@ -223,68 +223,31 @@ def _save_checkpoint(root: Path, snapshot: int, model, tokenizer) -> None:
 
 
 # -- record ---------------------------------------------------------------------------------------------
-def record(data: str | Path, proxy: str, out: str | Path, config: RecordConfig | None = None,
-           data_config: DataConfig | None = None, score_config: ScoreConfig | None = None,
-           tokenizer: str | None = None, device: str | None = None, show_progress: bool = True) -> TrajectoryStore:
-    """Fine-tune `proxy` on the pool at `data` and write every example's loss trajectory to `out`."""
-    config, data_config, score_config = config or RecordConfig(), data_config or DataConfig(), score_config or ScoreConfig()
-    if config.precision not in ("bf16-mixed", "float32"):
-        raise InputError(f"unknown precision {config.precision!r}; choose bf16-mixed or float32", "--precision")
-    if config.epochs < 1 or config.snapshots < 1 or config.batch_size < 1:
-        raise InputError("--epochs, --snapshots and --batch-size must be at least 1", "options")
-    torch_dtype(score_config.dtype)  # a bad --dtype fails before any work
-    device = device or default_device()
-    model_path = resolve(proxy)
-    tok = load_tokenizer(model_path, tokenizer)
-    pool, tokenized = prepare_pool(data, tok, data_config)
-    trainable = np.array([i for i, t in enumerate(tokenized) if t.n_tokens > 0])
-    if len(trainable) == 0:
-        raise InputError("no example has a response token left to train on", data)
+def _train_and_score(store: TrajectoryStore, manifest: dict, model_path: str, tok, tokenized, trainable: np.ndarray,
+                     config: RecordConfig, score_config: ScoreConfig, device: str, show_progress: bool) -> None:
+    """The proxy's fine-tuning run, scoring the pool whenever it reaches a snapshot step."""
+    plan, total_steps = manifest["snapshots"], manifest["training"]["total_steps"]
+    steps_per_epoch = manifest["training"]["steps_per_epoch"]
+    from transformers import get_cosine_schedule_with_warmup
 
-    steps_per_epoch = math.ceil(len(trainable) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    plan = snapshot_plan(total_steps, steps_per_epoch, config.snapshots, config.epoch_snapshots)
-    manifest = base_manifest("record", pool, tokenized, data_config, score_config, tokenizer or proxy)
-    manifest.update({
-        "model": proxy,
-        "model_path": model_path,
-        "model_revision": revision(model_path),
-        "training": {**asdict(config), "optimizer": "AdamW", "schedule": "cosine",
-                     "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
-                     "warmup_steps": math.ceil(config.warmup_ratio * total_steps),
-                     "trained_examples": int(len(trainable))},
-        "snapshots": plan,
-    })
-    # Where the run goes does not change its numbers; a resumed run may keep or drop checkpoints.
-    manifest["training"].pop("keep_checkpoints"); manifest["training"].pop("resume_state")
-    store = TrajectoryStore(out)
-    manifest = store.open_or_create(manifest)
-    store.write_examples(examples_table(pool, tokenized))
-    report_exclusions(manifest)
-    if manifest.get("complete"):
-        say(f"{out}: already complete ({len(plan)} snapshots); nothing to do")
-        return store
-
+    started = time.time()
     torch.manual_seed(config.seed)
     model = load_model(model_path, "float32", device)
     model.config.use_cache = False
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    from transformers import get_cosine_schedule_with_warmup
-
     scheduler = get_cosine_schedule_with_warmup(optimizer, manifest["training"]["warmup_steps"], total_steps)
     step = 0
     state = _latest_train_state(store.root)
     if state is not None:
         step = _load_train_state(state, model, optimizer, scheduler)
-        say(f"resuming {out} at step {step} of {total_steps}")
+        say(f"resuming {store.root} at step {step} of {total_steps}")
     snapshot_at = {s["step"]: k for k, s in enumerate(plan)}
     for k, s in enumerate(plan):
         if s["step"] < step and store.missing_shards(k, manifest["n_shards"]):
             raise InputError(f"snapshot {k} (step {s['step']}) is incomplete and its weights are gone; "
-                             "record into a new --out", out)
+                             "record into a new --out", store.root)
     autocast = torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
                               enabled=config.precision == "bf16-mixed")
-    started = time.time()
     with make_progress(disable=not show_progress) as progress:
         def at_snapshot(k: int) -> None:
             if config.resume_state and k > 0 and store.missing_shards(k, manifest["n_shards"]):
@@ -317,6 +280,53 @@ def record(data: str | Path, proxy: str, out: str | Path, config: RecordConfig |
                 at_snapshot(snapshot_at[step])
                 if progress.disable:  # no live bars (not a terminal): one line per snapshot instead
                     say(f"step {step}/{total_steps}: snapshot {snapshot_at[step]} scored ({time.time() - started:.0f}s)")
+
+
+def record(data: str | Path, proxy: str, out: str | Path, config: RecordConfig | None = None,
+           data_config: DataConfig | None = None, score_config: ScoreConfig | None = None,
+           tokenizer: str | None = None, device: str | None = None, show_progress: bool = True) -> TrajectoryStore:
+    """Fine-tune `proxy` on the pool at `data` and write every example's loss trajectory to `out`."""
+    config, data_config, score_config = config or RecordConfig(), data_config or DataConfig(), score_config or ScoreConfig()
+    if config.precision not in ("bf16-mixed", "float32"):
+        raise InputError(f"unknown precision {config.precision!r}; choose bf16-mixed or float32", "--precision")
+    if config.epochs < 1 or config.snapshots < 1 or config.batch_size < 1:
+        raise InputError("--epochs, --snapshots and --batch-size must be at least 1", "options")
+    torch_dtype(score_config.dtype)  # a bad --dtype fails before any work
+    device = device or default_device()
+    model_path = resolve(proxy)
+    tok = load_tokenizer(model_path, tokenizer)
+    pool, tokenized = prepare_pool(data, tok, data_config)
+    trainable = np.array([i for i, t in enumerate(tokenized) if t.n_tokens > 0])
+    if len(trainable) == 0:
+        raise InputError("no example has a response token left to train on", data)
+
+    steps_per_epoch = math.ceil(len(trainable) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    plan = snapshot_plan(total_steps, steps_per_epoch, config.snapshots, config.epoch_snapshots)
+    manifest = base_manifest("record", pool, tokenized, data_config, score_config, tokenizer or proxy)
+    manifest.update({
+        "model": proxy,
+        "model_path": model_path,
+        "model_revision": revision(model_path),
+        "training": {**asdict(config), "optimizer": "AdamW", "schedule": "cosine",
+                     "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
+                     "warmup_steps": math.ceil(config.warmup_ratio * total_steps),
+                     "trained_examples": int(len(trainable))},
+        "snapshots": plan,
+    })
+    # Neither changes the numbers, so a resumed run may set them otherwise.
+    for setting in ("keep_checkpoints", "resume_state"):
+        manifest["training"].pop(setting)
+    store = TrajectoryStore(out)
+    manifest = store.open_or_create(manifest)
+    store.write_examples(examples_table(pool, tokenized))
+    report_exclusions(manifest)
+    if manifest.get("complete"):
+        say(f"{out}: already complete ({len(plan)} snapshots); nothing to do")
+        return store
+
+    started = time.time()
+    _train_and_score(store, manifest, model_path, tok, tokenized, trainable, config, score_config, device, show_progress)
     for leftover in store.root.glob("train_state-*"):
         shutil.rmtree(leftover, ignore_errors=True)
     store.update_manifest(complete=True, wall_seconds=round(time.time() - started, 1))
