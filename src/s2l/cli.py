@@ -50,7 +50,7 @@ SPLIT = typer.Option(None, "--split", help="Split to read from a saved DatasetDi
 MAX_LENGTH = typer.Option(512, "--max-length", help="Tokens per example; longer ones are truncated.")
 DTYPE = typer.Option("float32", "--dtype", help="Weights while scoring: float32 or bf16 (faster on AMX CPUs and GPUs).")
 TOKENIZER = typer.Option(None, "--tokenizer", help="Tokenizer to use when the model folder has none.")
-MAX_BATCH_TOKENS = typer.Option(8192, "--max-batch-tokens", help="Padded tokens per scoring batch.")
+MAX_BATCH_TOKENS = typer.Option(4096, "--max-batch-tokens", help="Padded tokens per scoring batch.")
 SHARD_SIZE = typer.Option(4096, "--shard-size", help="Examples per store cell (the unit of resuming).")
 DEVICE = typer.Option(None, "--device", help="cpu, cuda, cuda:1 … (default: cuda when present).")
 NO_PROGRESS = typer.Option(False, "--no-progress", help="No progress bars.")

@@ -48,7 +48,7 @@ class DataConfig:
 @dataclass
 class ScoreConfig:
     dtype: str = "float32"  # of the weights while scoring: float32 or bf16
-    max_batch_tokens: int = 8192  # padded tokens per scoring batch
+    max_batch_tokens: int = 4096  # padded tokens per scoring batch (measured best on 2 cores: bench/score_speed.py)
     max_batch_size: int = 64
     shard_size: int = 4096  # examples per store cell
 

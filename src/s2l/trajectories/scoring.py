@@ -85,7 +85,7 @@ def token_losses(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, l
 def score_examples(
     model,
     examples: Sequence[TokenizedExample],
-    max_batch_tokens: int = 8192,
+    max_batch_tokens: int = 4096,
     max_batch_size: int = 64,
     on_batch: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,387 @@
+#!/usr/bin/env python
+"""How fast s2l scores examples, against the way the papers' code measured losses, in one process.
+
+On one model and one set of examples it times:
+
+  reference    one example at a time, float32, `model(input_ids, labels=labels).loss` with the prompt
+               tokens labelled -100 (how the S2L / learning-percentage reference code measured losses);
+  s2l fp32     `s2l.trajectories.scoring.score_examples` with float32 weights;
+  s2l bf16     the same scorer with the weights cast to bfloat16;
+
+and the machine's measured float32 and bf16 matmul peak (large square `torch.matmul`, best of several).
+Model FLOPs are counted as 2 x parameters x input tokens (every input token of every example, padding
+not counted), so GFLOP/s over the bf16 matmul peak is a model-FLOPs utilisation.
+
+The machine is assumed shared and noisy, so only ratios measured here, in this process, are meant to
+be compared: every variant gets one untimed warm-up pass (over a subset unless --warmup full), then
+the timed work is interleaved, one scorer batch of each s2l variant and a slice of the reference loop
+per round, with the peak's matmuls taken between rounds, so load from other processes falls on all of
+them alike. It also reports the share of CPU time other processes took meanwhile: on a busy machine
+the figures are suspect, because an OpenMP loop of many small ops (the reference) slows down far
+more than large batched ones, which inflates the speedups.
+
+It also checks that s2l fp32 agrees with the reference within 1e-4 on the examples both scored (exit
+status 1 if not), and reports the largest |bf16 - fp32| loss difference. The last line of stdout is
+one JSON object.
+
+    python bench/score_speed.py                      # smollm2-135m-instruct, 256 examples (64 for the reference)
+    python bench/score_speed.py --threads 1 --max-batch-tokens 4096 --out-json /tmp/speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+warnings.filterwarnings("ignore")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+AGREEMENT_TOLERANCE = 1e-4
+BUSY_SHARE = 0.05  # other processes' share of the CPUs above which the figures are flagged
+WARMUP_REFERENCE = 4  # examples in the reference loop's warm-up pass
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2-135m-instruct",
+                   help="packaged model name or a local Hugging Face folder (default: smollm2-135m-instruct)")
+    p.add_argument("--data", default=None,
+                   help="a pool file to read examples from (default: generate one with examples/make_math_pool.py)")
+    p.add_argument("--examples", type=int, default=256, help="examples scored by the s2l variants (default: 256)")
+    p.add_argument("--reference-examples", type=int, default=64,
+                   help="examples scored by the slow one-at-a-time reference loop, the first N of the set (default: 64)")
+    p.add_argument("--max-batch-tokens", type=int, default=4096, help="scorer's padded-token budget per batch (default: 4096, as s2l's)")
+    p.add_argument("--max-batch-size", type=int, default=64, help="scorer's most examples per batch (default: 64)")
+    p.add_argument("--max-length", type=int, default=512, help="tokens kept per example (default: 512)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's own choice)")
+    p.add_argument("--warmup", choices=("subset", "full"), default="subset",
+                   help="untimed warm-up pass per variant over a subset (the reference's first few examples, the "
+                        "scorer's longest batch) or over everything (default: subset)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="timed passes of the whole interleaved schedule; each piece keeps its fastest time (default: 1)")
+    p.add_argument("--peak-sizes", default="1024,2048,4096", help="square matmul sizes for the peak (default: 1024,2048,4096)")
+    p.add_argument("--peak-repeats", type=int, default=15,
+                   help="timed matmuls per size and dtype, spread between the variants' rounds; the fastest counts "
+                        "(default: 15; bf16 matmul speed here jumps between two levels, so few samples understate the peak)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated pool (default: 0)")
+    p.add_argument("--out-json", default=None, help="also write the result JSON here")
+    args = p.parse_args(argv)
+    if args.examples < 1 or args.reference_examples < 1:
+        p.error("--examples and --reference-examples must be at least 1")
+    return args
+
+
+def quiet_transformers() -> None:
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+# -- the examples ---------------------------------------------------------------------------------------
+def load_examples(args, tokenizer):
+    from s2l.data import load_pool, tokenize_examples
+
+    with tempfile.TemporaryDirectory(prefix="s2l-bench-") as tmp:
+        data = args.data
+        if data is None:
+            cmd = [sys.executable, str(REPO / "examples" / "make_math_pool.py"), "--out", tmp,
+                   "--size", str(args.examples), "--seed", str(args.seed)]
+            result = subprocess.run(cmd, capture_output=True, text=True)
+            if result.returncode != 0:
+                sys.exit(f"making the example pool failed:\n{result.stderr[-2000:]}")
+            data = str(Path(tmp) / "pool.jsonl")
+        pool = load_pool(data)
+        tokenized = tokenize_examples(tokenizer, pool.examples[: args.examples], args.max_length)
+    tokenized = [t for t in tokenized if t.n_tokens > 0]  # an example with no response token has no loss
+    if not tokenized:
+        sys.exit("no example has a response token to score")
+    return tokenized
+
+
+# -- the variants ---------------------------------------------------------------------------------------
+@torch.no_grad()
+def reference_losses(model, examples) -> np.ndarray:
+    """The papers' way: one example per forward, prompt labelled -100, transformers' own mean loss."""
+    model.eval()
+    out = np.empty(len(examples))
+    for i, e in enumerate(examples):
+        input_ids = torch.from_numpy(e.input_ids.astype(np.int64))[None]
+        labels = input_ids.clone()
+        labels[0, ~torch.from_numpy(e.loss_mask)] = -100
+        out[i] = model(input_ids=input_ids, labels=labels).loss.item()
+    return out
+
+
+def s2l_losses(model, examples, args) -> np.ndarray:
+    from s2l.trajectories.scoring import score_examples
+
+    losses, _ = score_examples(model, examples, args.max_batch_tokens, args.max_batch_size)
+    return losses
+
+
+def interleaved_times(variants: dict, rounds: int, repeats: int) -> dict:
+    """Seconds per variant, timing the variants' pieces in alternation.
+
+    `variants` maps a name to a list of `rounds` zero-argument callables (its share of the work, in
+    order). Round k runs piece k of every variant, so load from other processes on a shared machine
+    falls on all variants alike instead of on whichever ran while it lasted. With `repeats` > 1 the
+    whole schedule runs again and each piece keeps its fastest time.
+    """
+    best = {name: [float("inf")] * rounds for name in variants}
+    for _ in range(repeats):
+        for k in range(rounds):
+            for name, pieces in variants.items():
+                start = time.perf_counter()
+                pieces[k]()
+                best[name][k] = min(best[name][k], time.perf_counter() - start)
+    return {name: sum(times) for name, times in best.items()}
+
+
+class MatmulPeak:
+    """The machine's matmul GFLOP/s: square `torch.matmul` per dtype and size, the fastest of all samples.
+
+    Samples are taken a few at a time between the variants' pieces (and the rest at the end), so the
+    peak is measured under the same load from other processes as the variants it is compared with.
+    """
+
+    def __init__(self, dtypes, sizes):
+        self.operands = {(d, n): (torch.randn(n, n).to(d), torch.randn(n, n).to(d)) for d in dtypes for n in sizes}
+        self.best = {key: float("inf") for key in self.operands}
+        self.samples = {key: 0 for key in self.operands}
+        for a, b in self.operands.values():
+            torch.matmul(a, b)  # warm-up
+
+    def sample(self) -> None:
+        for key, (a, b) in self.operands.items():
+            start = time.perf_counter()
+            torch.matmul(a, b)
+            self.best[key] = min(self.best[key], time.perf_counter() - start)
+            self.samples[key] += 1
+
+    def sampler(self, times: int):
+        def run():
+            for _ in range(times):
+                self.sample()
+        return run
+
+    def gflops(self, dtype) -> dict[int, float]:
+        return {n: 2 * n**3 / t / 1e9 for (d, n), t in self.best.items() if d == dtype}
+
+
+class CpuShare:
+    """How much of the machine's CPU time other processes took while we ran (Linux /proc/stat; None elsewhere)."""
+
+    def __init__(self):
+        self.start = self._now()
+
+    @staticmethod
+    def _now():
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # all but idle and iowait
+        ticks = os.sysconf("SC_CLK_TCK")
+        return busy / ticks, time.process_time(), time.perf_counter()
+
+    def others(self) -> float | None:
+        """Share of all CPUs' time used by other processes since construction (0 = a quiet machine)."""
+        end = self._now()
+        if self.start is None or end is None:
+            return None
+        busy, ours, wall = (b - a for a, b in zip(self.start, end))
+        return max(0.0, (busy - ours) / (wall * (os.cpu_count() or 1)))
+
+
+# -- the report -----------------------------------------------------------------------------------------
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    return "\n".join([line(header), "  ".join("-" * w for w in widths)] + [line(r) for r in rows])
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    quiet_transformers()
+    from s2l.models import load_model, load_tokenizer, resolve
+    from s2l.trajectories.scoring import token_budget_batches
+
+    started = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    model_path = resolve(args.model)
+    tokenizer = load_tokenizer(model_path)
+    examples = load_examples(args, tokenizer)
+    reference_set = examples[: args.reference_examples]
+    model = load_model(model_path, "float32", "cpu")
+    model.eval()
+    n_params = sum(p.numel() for p in model.parameters())
+    bf16_model = copy.deepcopy(model).to(torch.bfloat16)
+
+    n_ex, n_ref = len(examples), len(reference_set)
+    tokens = sum(len(e) for e in examples)
+    ref_tokens = sum(len(e) for e in reference_set)
+    loss_tokens = sum(e.n_tokens for e in examples)
+    lengths = [len(e) for e in examples]
+    batches = token_budget_batches(lengths, args.max_batch_tokens, args.max_batch_size)
+    padded_tokens = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+
+    print(f"model {args.model}: {n_params / 1e6:.1f}M parameters; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load average {load_before:.2f}")
+    print(f"examples: {n_ex} ({tokens} input tokens, {loss_tokens} response tokens, lengths "
+          f"{min(lengths)}-{max(lengths)}); reference loop on the first {n_ref} ({ref_tokens} input tokens)")
+    print(f"s2l batches: {len(batches)} (max {args.max_batch_tokens} tokens, {args.max_batch_size} examples), "
+          f"{padded_tokens} padded tokens ({tokens / padded_tokens:.1%} real)")
+
+    ref = np.full(n_ref, np.nan)
+    fp32 = np.full(n_ex, np.nan)
+    bf16 = np.full(n_ex, np.nan)
+
+    def reference_piece(part):
+        def run():
+            ref[part] = reference_losses(model, [reference_set[i] for i in part])
+        return run
+
+    def s2l_piece(target, scorer, batch):
+        members = np.sort(batch)  # one batch of the scorer's own plan: scored alone, it is batched the same way
+        def run():
+            target[members] = s2l_losses(scorer, [examples[i] for i in members], args)
+        return run
+
+    cpu_share = CpuShare()
+    # One untimed warm-up pass per variant (over a warm-up subset unless --warmup full), then the timed
+    # passes, interleaved batch by batch with the matmul-peak samples.
+    warm = time.perf_counter()
+    if args.warmup == "full":
+        reference_losses(model, reference_set)
+        s2l_losses(model, examples, args)
+        s2l_losses(bf16_model, examples, args)
+    else:
+        reference_losses(model, reference_set[:WARMUP_REFERENCE])
+        for scorer in (model, bf16_model):
+            s2l_losses(scorer, [examples[i] for i in np.sort(batches[0])], args)  # the longest batch
+    sizes = [int(s) for s in args.peak_sizes.split(",") if s.strip()]
+    peak = MatmulPeak([torch.bfloat16, torch.float32], sizes)
+    warmup_seconds = time.perf_counter() - warm
+
+    rounds = len(batches)
+    per_round = -(-args.peak_repeats // rounds)
+    seconds = interleaved_times({
+        "reference": [reference_piece(part) for part in np.array_split(np.arange(n_ref), rounds)],
+        "fp32": [s2l_piece(fp32, model, b) for b in batches],
+        "bf16": [s2l_piece(bf16, bf16_model, b) for b in batches],
+        "peak": [peak.sampler(per_round) for _ in range(rounds)],
+    }, rounds, args.repeats)
+    while min(peak.samples.values()) < args.peak_repeats:
+        peak.sample()
+    t_ref, t_fp32, t_bf16 = seconds["reference"], seconds["fp32"], seconds["bf16"]
+    peak_bf16_sizes, peak_fp32_sizes = peak.gflops(torch.bfloat16), peak.gflops(torch.float32)
+    peak_bf16, peak_fp32 = max(peak_bf16_sizes.values()), max(peak_fp32_sizes.values())
+    load_after = os.getloadavg()[0]
+    others = cpu_share.others()
+
+    diff_fp32 = float(np.max(np.abs(fp32[:n_ref] - ref)))
+    diff_bf16 = float(np.max(np.abs(bf16 - fp32)))
+    agrees = diff_fp32 <= AGREEMENT_TOLERANCE
+
+    def figures(seconds, n, toks):
+        gflops = 2 * n_params * toks / seconds / 1e9
+        return {"seconds": seconds, "examples_per_s": n / seconds, "tokens_per_s": toks / seconds, "gflops": gflops,
+                "frac_bf16_peak": gflops / peak_bf16}
+
+    variants = {
+        "reference fp32, 1 at a time": (n_ref, figures(t_ref, n_ref, ref_tokens)),
+        "s2l scorer fp32": (n_ex, figures(t_fp32, n_ex, tokens)),
+        "s2l scorer bf16": (n_ex, figures(t_bf16, n_ex, tokens)),
+    }
+    ref_rate = variants["reference fp32, 1 at a time"][1]["examples_per_s"]
+    rows = [[name, n, f"{f['seconds']:.2f}", f"{f['examples_per_s']:.2f}", f"{f['tokens_per_s']:.0f}",
+             f"{f['gflops']:.1f}", f"{f['frac_bf16_peak']:.1%}", f"{f['examples_per_s'] / ref_rate:.2f}x"]
+            for name, (n, f) in variants.items()]
+    print(f"warm-up: {warmup_seconds:.1f} s ({args.warmup}); timed: {rounds} interleaved rounds x {args.repeats}; "
+          f"load average {load_after:.2f} at the end")
+    if others is not None:
+        busy = others > BUSY_SHARE
+        print(f"{'warning: ' if busy else ''}other processes used {others:.0%} of the CPUs' time while this ran"
+              + ("; they slow the reference loop (many small ops) far more than the batched scorer, "
+                 "so the speedups are inflated" if busy else ""))
+    print()
+    print(table(rows, ["variant", "examples", "seconds", "ex/s", "tok/s", "GFLOP/s", "of bf16 peak", "vs reference"]))
+    print()
+    print("model FLOPs = 2 x {:.1f}M parameters x input tokens; matmul peak GFLOP/s (best of {}): bf16 {}; fp32 {}".format(
+        n_params / 1e6, min(peak.samples.values()),
+        ", ".join(f"{n}: {g:.0f}" for n, g in peak_bf16_sizes.items()),
+        ", ".join(f"{n}: {g:.0f}" for n, g in peak_fp32_sizes.items())))
+    print(f"s2l fp32 vs reference on {n_ref} examples: max |diff| {diff_fp32:.2e} "
+          f"({'agrees' if agrees else 'DISAGREES'} within {AGREEMENT_TOLERANCE:g})")
+    print(f"s2l bf16 vs s2l fp32 on {n_ex} examples: max |diff| {diff_bf16:.2e}, "
+          f"mean |diff| {float(np.mean(np.abs(bf16 - fp32))):.2e}")
+    print(f"total {time.perf_counter() - started:.0f} s")
+
+    fig = {name.split()[-1] if name.startswith("s2l") else "reference": f for name, (_, f) in variants.items()}
+    speedup_fp32 = fig["fp32"]["examples_per_s"] / ref_rate
+    speedup_bf16 = fig["bf16"]["examples_per_s"] / ref_rate
+    result = {
+        "benchmark": "score_speed",
+        "model": args.model,
+        "parameters": n_params,
+        "threads": torch.get_num_threads(),
+        "max_batch_tokens": args.max_batch_tokens,
+        "max_batch_size": args.max_batch_size,
+        "examples": n_ex,
+        "reference_examples": n_ref,
+        "input_tokens": tokens,
+        "reference_input_tokens": ref_tokens,
+        "response_tokens": loss_tokens,
+        "padded_tokens": padded_tokens,
+        "speedup_vs_reference": max(speedup_fp32, speedup_bf16),
+        "best_variant": "bf16" if speedup_bf16 >= speedup_fp32 else "fp32",
+        "speedup_fp32_vs_reference": speedup_fp32,
+        "speedup_bf16_vs_reference": speedup_bf16,
+        "reference_examples_per_s": ref_rate,
+        "fp32_examples_per_s": fig["fp32"]["examples_per_s"],
+        "bf16_examples_per_s": fig["bf16"]["examples_per_s"],
+        "reference_tokens_per_s": fig["reference"]["tokens_per_s"],
+        "fp32_tokens_per_s": fig["fp32"]["tokens_per_s"],
+        "bf16_tokens_per_s": fig["bf16"]["tokens_per_s"],
+        "reference_gflops": fig["reference"]["gflops"],
+        "fp32_gflops": fig["fp32"]["gflops"],
+        "bf16_gflops": fig["bf16"]["gflops"],
+        "mfu_bf16": fig["bf16"]["gflops"] / peak_bf16,
+        "mfu_fp32": fig["fp32"]["gflops"] / peak_fp32,
+        "peak_bf16_gflops": peak_bf16,
+        "peak_fp32_gflops": peak_fp32,
+        "max_abs_diff_fp32": diff_fp32,
+        "fp32_agrees": agrees,
+        "max_abs_diff_bf16": diff_bf16,
+        "load_average": [round(load_before, 2), round(load_after, 2)],
+        "others_cpu_share": None if others is None else round(others, 3),
+        "cpus": os.cpu_count(),
+    }
+    result = {k: (float(f"{v:.6g}") if isinstance(v, float) else v) for k, v in result.items()}
+    if args.out_json:
+        Path(args.out_json).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
+    return 0 if agrees else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
