@@ -91,15 +91,20 @@ def _read_jsonl(path: Path) -> list[Record]:
     return records
 
 
-def _read_json(path: Path) -> list[Record]:
+def _read_text(path: Path) -> str:
+    """A whole file as UTF-8 text; a BOM or a bad byte is an error naming its line."""
     raw = path.read_bytes()
     if raw.startswith(b"\xef\xbb\xbf"):
         raise InputError("file starts with a UTF-8 byte-order mark (BOM); save it as plain UTF-8", path, 1)
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line_no = raw[: e.start].count(b"\n") + 1
         raise InputError(f"not valid UTF-8 (byte 0x{raw[e.start]:02x})", path, line_no) from None
+
+
+def _read_json(path: Path) -> list[Record]:
+    text = _read_text(path)
     if not text.strip():
         return []
     try:
@@ -152,14 +157,7 @@ def _read_parquet(path: Path) -> list[Record]:
 
 
 def _read_csv(path: Path) -> list[Record]:
-    raw = path.read_bytes()
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raise InputError("file starts with a UTF-8 byte-order mark (BOM); save it as plain UTF-8", path, 1)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line_no = raw[: e.start].count(b"\n") + 1
-        raise InputError(f"not valid UTF-8 (byte 0x{raw[e.start]:02x})", path, line_no) from None
+    text = _read_text(path)
     # csv.reader rather than DictReader: DictReader skips blank lines out of sight, which would put every
     # later line number off. strict: an unterminated quote (a truncated file) is an error, not data.
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
