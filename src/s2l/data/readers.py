@@ -113,7 +113,7 @@ def _read_json(path: Path) -> list[Record]:
         hint = "; one object per line is the .jsonl format" if e.msg == "Extra data" else ""
         raise InputError(f"not valid JSON: {e.msg} (column {e.colno}){hint}", path, e.lineno) from None
     if isinstance(value, list):
-        lines: list[int | None] = list(_array_item_lines(text))
+        lines: list[int | None] = _array_item_lines(text)
     elif isinstance(value, dict) and isinstance(value.get("data"), list):
         value = value["data"]
         lines = [None] * len(value)
