@@ -47,3 +47,16 @@ def make_pool(out: Path, size: int, seed: int = 0) -> Path:
 def math_pool(tmp_path_factory) -> Path:
     """40 math problems from 5 sources of unequal size."""
     return make_pool(tmp_path_factory.mktemp("pool"), 40)
+
+
+FAST = dict(epochs=2, snapshots=4, batch_size=4, learning_rate=1e-3, precision="float32")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_model_dir, math_pool, tmp_path_factory):
+    """A trajectory run of the tiny model over the math pool (seconds)."""
+    from s2l.trajectories.record import RecordConfig, ScoreConfig, record
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    return record(math_pool, str(tiny_model_dir), out, RecordConfig(**FAST), score_config=ScoreConfig(shard_size=16),
+                  show_progress=False)

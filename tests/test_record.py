@@ -24,16 +24,9 @@ from s2l.trajectories import TrajectoryStore
 from s2l.trajectories.record import DataConfig, RecordConfig, ScoreConfig, record, score
 from s2l.trajectories.scoring import score_examples
 
-FAST = dict(epochs=2, snapshots=4, batch_size=4, learning_rate=1e-3, precision="float32")
+from conftest import FAST
+
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tiny_model_dir, math_pool, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    store = record(math_pool, str(tiny_model_dir), out, RecordConfig(**FAST), score_config=ScoreConfig(shard_size=16),
-                   show_progress=False)
-    return store
 
 
 def test_record_writes_the_store_contract(tiny_run, math_pool):

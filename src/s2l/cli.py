@@ -178,6 +178,122 @@ def score(
 
 @app.command()
 @reports_input_errors
+def select(
+    method: str = typer.Option(..., "--method", help="Selection method; `--method list` shows them all."),
+    trajectories: Optional[Path] = typer.Option(None, "--trajectories", help="A run directory from `s2l record`/`s2l score`, "
+                                                "or a .parquet/.csv table: example_id, [source], [n_tokens], loss_0 … loss_T."),
+    data: Optional[Path] = typer.Option(None, "--data", help="The pool the ids refer to (default for a run: the pool it recorded)."),
+    budget: Optional[str] = typer.Option(None, "--budget", help="How many to select: a count (3000) or a fraction of the "
+                                         "examples with a trajectory (0.1 or 10%)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for K-means and random draws."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Directory to write the selection into."),
+    force: bool = typer.Option(False, "--force", help="Replace a previous selection in --out."),
+    snapshot_epochs: Optional[str] = typer.Option(None, "--snapshot-epochs", help="For a table: each loss column's epoch, "
+                                                  "e.g. 0,1,2,3 (learning percentage needs them)."),
+    clusters: Optional[int] = typer.Option(None, "--clusters", help="s2l, cluster-random: K-means clusters per source (default 100)."),
+    per_source: Optional[bool] = typer.Option(None, "--per-source/--no-per-source", help="s2l, cluster-random: split the "
+                                              "budget over sources first (default: on)."),
+    snapshots: Optional[str] = typer.Option(None, "--snapshots", help="s2l, cluster-random, cartography: loss columns to use: "
+                                            "trained (1…T, default), all (0…T), or a list like 1,2,3."),
+    standardize: Optional[bool] = typer.Option(None, "--standardize/--raw", help="s2l, cluster-random: z-score each "
+                                               "snapshot before clustering (default: raw losses, as the paper)."),
+    kmeans_sample: Optional[str] = typer.Option(None, "--kmeans-sample", help="s2l, cluster-random: points per centroid "
+                                                "in the seeded K-means training sample (default 256, as faiss), or all."),
+    kmeans_backend: Optional[str] = typer.Option(None, "--kmeans-backend", help="s2l, cluster-random: faiss (default) or sklearn."),
+    diversity: Optional[bool] = typer.Option(None, "--diversity/--no-diversity", help="lp, lp-app: pick inside clusters of "
+                                             "instruction embeddings (default: on, as the paper's code)."),
+    diversity_clusters: Optional[int] = typer.Option(None, "--diversity-clusters", help="lp, lp-app: embedding clusters "
+                                                     "(default 1000, or one per 50 examples in smaller pools)."),
+    embedding_model: Optional[str] = typer.Option(None, "--embedding-model", help="lp, lp-app: sentence-embedding model "
+                                                  "folder or hub id (default: the packaged all-MiniLM-L6-v2)."),
+    format: Optional[str] = typer.Option(None, "--format", help="Pool format (default: the run's, else auto)."),
+    id_column: Optional[str] = ID_COLUMN, split: Optional[str] = SPLIT,
+):
+    """Choose a subset of exactly --budget examples from the pool, by one of the methods.
+
+    Writes OUT/selected.jsonl (your records byte-for-byte, in input order), selected_ids.txt, scores.parquet
+    (every example's score, cluster, selected flag and exclusion reason) and manifest.json.
+
+    [bold]Examples[/]:
+      s2l select --trajectories runs/proxy --data pool.jsonl --method s2l --budget 0.3 --out sel/s2l-30
+      s2l select --trajectories losses.csv --snapshot-epochs 0,1,2,3 --data pool.jsonl --method lp --budget 3000 --out sel/lp
+      s2l select --method list
+    """
+    from s2l.selection.base import METHODS, make_selector
+
+    if method == "list":
+        make_selector("random")  # registers every method
+        width = max(map(len, METHODS))
+        for name, m in METHODS.items():
+            typer.echo(f"{name:<{width}}  {m.description}")
+        return
+    missing = [flag for flag, value in (("--trajectories", trajectories), ("--budget", budget), ("--out", out)) if value is None]
+    if missing:
+        raise InputError(f"missing {', '.join(missing)} (see s2l select --help)", "s2l select")
+    params = {k: v for k, v in {
+        "n_clusters": clusters, "per_source": per_source, "snapshots": _snapshots_option(snapshots),
+        "standardize": standardize, "sample_per_centroid": _kmeans_sample_option(kmeans_sample),
+        "backend": kmeans_backend, "diversity": diversity, "diversity_clusters": diversity_clusters,
+        "embedding_model": embedding_model,
+    }.items() if v is not None}
+    if params.get("sample_per_centroid") == "all":
+        params["sample_per_centroid"] = None
+    from s2l.selection.run import run_selection
+
+    result = run_selection(trajectories, data, method, budget, out, seed=seed, params=params, format=format,
+                           id_column=id_column, split=split, snapshot_epochs=_float_list(snapshot_epochs, "--snapshot-epochs"),
+                           force=force)
+    _print_selection(result)
+
+
+def _float_list(text: Optional[str], option: str) -> Optional[list]:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"expected comma-separated numbers, got {text!r}", option) from None
+
+
+def _snapshots_option(text: Optional[str]):
+    if text is None or text in ("trained", "all"):
+        return text
+    values = _float_list(text, "--snapshots")
+    if any(v != int(v) for v in values):
+        raise InputError(f"snapshot columns are whole numbers, got {text!r}", "--snapshots")
+    return [int(v) for v in values]
+
+
+def _kmeans_sample_option(text: Optional[str]):
+    if text is None or text == "all":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise InputError(f"expected a positive count or 'all', got {text!r}", "--kmeans-sample")
+    return int(text)
+
+
+def _print_selection(result) -> None:
+    m = result.manifest
+    say(f"[bold green]selected {m['budget']['delivered']}[/] of {m['budget']['usable']} usable examples "
+        f"with {m['method']} in {result.seconds:.1f} s")
+    say(f"  subset: {result.out / 'selected.jsonl'}")
+    for warning in m["warnings"]:
+        say(f"  [yellow]note:[/] {_escape(warning)}")
+    if m["excluded"]:
+        say("  left out: " + ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in m["excluded"].items()))
+    mix = result.source_mix()
+    if len(mix) > 1 or mix[0][0] != "(none)":
+        from rich.table import Table
+
+        pool_total, chosen_total = sum(n for _, n, _ in mix), sum(k for _, _, k in mix)
+        table = Table("source", "pool", "pool %", "subset", "subset %", box=None, padding=(0, 2))
+        for name, n, k in mix:
+            table.add_row(name, str(n), f"{100 * n / pool_total:.1f}", str(k), f"{100 * k / max(chosen_total, 1):.1f}")
+        console.print(table)
+
+
+@app.command()
+@reports_input_errors
 def export(run: Path = typer.Argument(..., help="A run directory from `s2l record` or `s2l score`."),
            out: Path = typer.Option(..., "--out", help="The table to write: .parquet or .csv.")):
     """Write a run's trajectories as one table: example_id, source, n_tokens, loss_0 … loss_T.

@@ -112,6 +112,16 @@ class TrajectoryStore:
         # The marker goes last: a cell without one is not trusted and is computed again.
         write_json_atomic(self.marker_path(snapshot, shard), {"rows": len(ids), "sha256": sha256_file(path)})
 
+    def fingerprint(self) -> str:
+        """sha256 over the examples table and every cell's recorded checksum: changes when any loss does."""
+        import hashlib
+
+        digest = hashlib.sha256(sha256_file(self.examples_path).encode("ascii"))
+        for marker in sorted((self.root / "cells").glob("snapshot-*/shard-*.done")):
+            digest.update(str(marker.relative_to(self.root)).encode("utf-8") + b"\0")
+            digest.update(json.loads(marker.read_text(encoding="utf-8"))["sha256"].encode("ascii"))
+        return digest.hexdigest()
+
     # -- loading ----------------------------------------------------------------------------------
     def load(self) -> Trajectories:
         """The N x (T+1) matrix, rows in pool order, columns in snapshot order, aligned by id."""

@@ -1,0 +1,120 @@
+"""The baselines every comparison needs (DESIGN.md): random draws, single-number rankings, data maps.
+
+Rankings read the proxy's loss at its final snapshot unless said otherwise. With one mean loss per
+example and snapshot, an example's confidence exp(-loss) is the geometric mean of its response-token
+probabilities.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from s2l.selection.base import RankingSelector, Selector, register
+from s2l.selection.s2l import S2L, snapshot_columns, source_groups, source_quotas
+from s2l.trajectories.matrix import Trajectories
+
+
+@register("random", "Uniform random sample of the pool")
+class RandomSelector(Selector):
+    def _select(self, count: int, rng: np.random.Generator) -> np.ndarray:
+        return rng.choice(self._selectable_rows(), size=count, replace=False)
+
+
+@register("source-random", "Random inside each source, the budget split over sources as S2L's first step does")
+class SourceRandom(Selector):
+    def _select(self, count: int, rng: np.random.Generator) -> np.ndarray:
+        groups = source_groups(self.sources_, self._selectable_rows())
+        quotas = source_quotas(groups, count)
+        picks = [rng.choice(rows, size=quotas[name], replace=False) for name, rows in groups.items()]
+        return np.concatenate(picks)
+
+
+@register("cluster-random", "S2L's clusters and per-cluster counts with an independent random draw inside each cluster")
+class ClusterRandom(S2L):
+    """S2L also draws at random inside a cluster; this keeps S2L's clustering and counts and draws
+    from its own random stream, which measures how much S2L's result owes to its particular draw."""
+
+    draw_stream = 1
+
+
+class _FinalLoss(RankingSelector):
+    def __init__(self, snapshot: int = -1, seed: int = 0):
+        self.snapshot = snapshot
+        self.seed = seed
+
+    def _fit(self, t: Trajectories) -> None:
+        column = snapshot_columns([self.snapshot % t.losses.shape[1]], t.losses.shape[1])[0]
+        self.scores_ = np.where(self.excluded_ == "", t.losses[:, column], np.nan)
+
+
+@register("perplexity-low", "Lowest final-snapshot perplexity first (the easiest for the proxy)")
+class PerplexityLow(_FinalLoss):
+    ascending = True
+
+
+@register("perplexity-high", "Highest final-snapshot perplexity first (the hardest for the proxy)")
+class PerplexityHigh(_FinalLoss):
+    ascending = False
+
+
+@register("perplexity-mid", "The middle band of final-snapshot perplexity, centred on the median")
+class PerplexityMid(_FinalLoss):
+    def _select(self, count: int, rng: np.random.Generator) -> np.ndarray:
+        ranked = self._ranked_rows()
+        start = (len(ranked) - count) // 2
+        return ranked[start:start + count]
+
+
+@register("least-confidence", "Lowest final-snapshot confidence exp(-loss) first (ranks as perplexity-high)")
+class LeastConfidence(_FinalLoss):
+    ascending = True
+
+    def _fit(self, t: Trajectories) -> None:
+        super()._fit(t)
+        self.scores_ = np.exp(-self.scores_)
+
+
+@register("learnability", "Largest loss drop from the base model to the final snapshot first")
+class Learnability(RankingSelector):
+    ascending = False
+
+    def _fit(self, t: Trajectories) -> None:
+        self.scores_ = np.where(self.excluded_ == "", t.losses[:, 0] - t.losses[:, -1], np.nan)
+
+
+@register("cartography-easy", "Data map: highest mean confidence over snapshots first (easy to learn)", region="easy")
+@register("cartography-hard", "Data map: lowest mean confidence over snapshots first (hard to learn)", region="hard")
+@register("cartography-ambiguous", "Data map: highest variability of confidence over snapshots first", region="ambiguous")
+class Cartography(RankingSelector):
+    """Dataset cartography (Swayamdipta et al., 2020) on the proxy's snapshots: confidence is the mean
+    of exp(-loss) over the snapshots, variability its standard deviation."""
+
+    REGIONS = {"ambiguous": ("variability", False), "hard": ("confidence", True), "easy": ("confidence", False)}
+
+    def __init__(self, region: str = "ambiguous", snapshots="trained", seed: int = 0):
+        self.region = region
+        self.snapshots = snapshots
+        self.seed = seed
+
+    def _fit(self, t: Trajectories) -> None:
+        probability = np.exp(-t.losses[:, snapshot_columns(self.snapshots, t.losses.shape[1])])
+        usable = self.excluded_ == ""
+        self.details_ = {
+            "confidence": np.where(usable, probability.mean(axis=1), np.nan),
+            "variability": np.where(usable, probability.std(axis=1), np.nan),
+        }
+        if self.region not in self.REGIONS:
+            raise ValueError(f"unknown cartography region {self.region!r}; choose one of {', '.join(self.REGIONS)}")
+        measure, self.ascending = self.REGIONS[self.region]
+        self.scores_ = self.details_[measure]
+
+
+@register("length-long", "Longest responses first (response tokens)")
+class LengthLong(RankingSelector):
+    """fit(trajectories, lengths=None): lengths default to the trajectories' response-token counts."""
+
+    ascending = False
+
+    def _fit(self, t: Trajectories, lengths=None) -> None:
+        lengths = t.n_tokens if lengths is None else np.asarray(lengths)
+        self.scores_ = np.where(self.excluded_ == "", lengths.astype(np.float64), np.nan)
