@@ -5,6 +5,7 @@ Each method runs in a fresh child process, so its peak memory (ru_maxrss) is its
   peak_mib    the child's peak resident memory, all of it (Python, numpy, faiss, the matrix)
   ratio       seconds over a baseline run in the same child: for s2l, faiss K-means alone on the same
               sources (the reference implementation's core); for lp, one argsort of the final losses
+  embedding   texts/s of the all-MiniLM-L6-v2 embedding lp's diversity layer runs before clustering
 Goal (issue 3): s2l and lp each <= 10 s and <= 1 GiB on the 2-core development machine.
 
     python bench/select_speed.py                      # 1M x 12, budget 10%
@@ -72,6 +73,20 @@ def _child(method: str, n: int, snapshots: int, n_sources: int, budget: float, q
                "selected": len(ids)})
 
 
+def embedding_rate(n: int) -> dict:
+    """Texts per second of the MiniLM embedding that lp's diversity layer runs first (math-like requests)."""
+    from s2l.selection.embed import embed_texts
+
+    rng = np.random.default_rng(0)
+    texts = [f"What is {' + '.join(str(v) for v in rng.integers(1, 99, rng.integers(2, 6)))}? Show your steps."
+             for _ in range(n)]
+    embed_texts(texts[:64], progress=False)  # load and warm up
+    started = time.perf_counter()
+    embed_texts(texts, progress=False)
+    seconds = time.perf_counter() - started
+    return {"texts": n, "seconds": round(seconds, 2), "texts_per_s": round(n / seconds, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1_000_000)
@@ -79,6 +94,7 @@ def main() -> None:
     parser.add_argument("--sources", type=int, default=14)
     parser.add_argument("--budget", type=float, default=0.1)
     parser.add_argument("--methods", default="s2l,lp")
+    parser.add_argument("--embed", type=int, default=2000, help="texts to embed for lp's diversity rate (0: skip)")
     args = parser.parse_args()
 
     ctx = mp.get_context("spawn")  # a clean process per method, so peak memory is the method's own
@@ -92,8 +108,11 @@ def main() -> None:
         results.append(result)
         print(f"{method:>4}: {result['seconds']:6.2f} s  (baseline {result['baseline_seconds']:.2f} s, "
               f"ratio {result['ratio']})  peak {result['peak_mib']} MiB  selected {result['selected']}", file=sys.stderr)
+    embedding = embedding_rate(args.embed) if args.embed else None
+    if embedding:
+        print(f"MiniLM embedding: {embedding['texts_per_s']} texts/s", file=sys.stderr)
     print(json.dumps({"bench": "select_speed", "n": args.n, "snapshots": args.snapshots, "sources": args.sources,
-                      "budget": args.budget, "results": results}))
+                      "budget": args.budget, "results": results, "embedding": embedding}))
 
 
 if __name__ == "__main__":

@@ -131,3 +131,17 @@ def test_embedding_texts_chat(tmp_path):
     pool = load_pool(path)
     assert pool.format == "chat"
     assert embedding_texts(pool) == ["Hello\nWhat is 3*3?", "Ping"]
+
+
+def test_embeddings_are_cached_by_model_and_texts(tmp_path, monkeypatch):
+    from s2l.selection.embed import cached_embed_texts
+
+    monkeypatch.setenv("S2L_CACHE", str(tmp_path))
+    texts = ["What is 2 + 3?", "Solve x + 1 = 4."]
+    first = cached_embed_texts(texts, progress=False)
+    files = list((tmp_path / "embeddings").glob("*.npy"))
+    assert len(files) == 1
+    np.testing.assert_array_equal(np.load(files[0]), first)
+    np.testing.assert_array_equal(cached_embed_texts(texts, progress=False), first)
+    cached_embed_texts(texts[:1], progress=False)  # other texts, another entry
+    assert len(list((tmp_path / "embeddings").glob("*.npy"))) == 2

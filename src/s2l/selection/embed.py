@@ -124,3 +124,27 @@ def embedding_texts(pool: Pool) -> list[str]:
             instruction, input_text = data["instruction"], data.get("input") or ""
             texts.append(f"{instruction}\n{input_text}" if input_text else instruction)
     return texts
+
+
+def cached_embed_texts(texts: list[str], model: str | None = None, progress: bool = True) -> np.ndarray:
+    """`embed_texts`, kept under $S2L_CACHE/embeddings keyed by the model and the exact texts, so selecting
+    several budgets or seeds from one pool embeds it once (embedding is lp's slowest step on a CPU)."""
+    import hashlib
+
+    from s2l.io import atomic_path
+    from s2l.models import cache_dir
+
+    folder = resolve_embedding_model(model)
+    digest = hashlib.sha256(folder.encode("utf-8") + b"\0")
+    for text in texts:
+        digest.update(text.encode("utf-8") + b"\0")
+    path = cache_dir() / "embeddings" / f"{digest.hexdigest()[:32]}.npy"
+    if path.is_file():
+        cached = np.load(path, allow_pickle=False)
+        if cached.shape[0] == len(texts):
+            return cached
+    vectors = embed_texts(texts, model=folder, progress=progress)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, vectors, allow_pickle=False)
+    return vectors

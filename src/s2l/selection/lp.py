@@ -111,10 +111,10 @@ class LearningPercentage(RankingSelector):
             if texts is None:
                 raise InputError("the diversity layer needs the examples' texts or embeddings "
                                  "(fit(..., texts=...) or embeddings=...); or turn it off with --no-diversity", "--diversity")
-            from s2l.selection.embed import embed_texts
+            from s2l.selection.embed import cached_embed_texts
 
             rows = self._selectable_rows()
-            vectors = embed_texts([texts[i] for i in rows], model=self.embedding_model)
+            vectors = cached_embed_texts([texts[i] for i in rows], model=self.embedding_model)
             embeddings = np.zeros((len(t.ids), vectors.shape[1]), dtype=np.float32)
             embeddings[rows] = vectors
         embeddings = np.asarray(embeddings, dtype=np.float32)
