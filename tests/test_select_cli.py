@@ -214,3 +214,40 @@ def test_a_run_refuses_a_different_pool(tiny_run, tmp_path):
                     "--out", str(tmp_path / "sel"))
     assert result.exit_code == 2 and "fingerprint differs" in result.output
     assert not (tmp_path / "sel").exists()
+
+
+@pytest.mark.parametrize("args, params", [
+    (["--method", "s2l", "--clusters", "3", "--no-per-source", "--standardize", "--snapshots", "all",
+      "--kmeans-sample", "all", "--kmeans-backend", "sklearn"],
+     {"n_clusters": 3, "per_source": False, "standardize": True, "snapshots": "all", "sample_per_centroid": None,
+      "backend": "sklearn"}),
+    (["--method", "s2l", "--clusters", "2", "--snapshots", "1,3", "--kmeans-sample", "5"],
+     {"n_clusters": 2, "snapshots": [1, 3], "sample_per_centroid": 5}),
+    (["--method", "lp-app", "--no-diversity", "--snapshot-epochs", "0,1,2,3"], {"approx": True, "diversity": False}),
+    (["--method", "cartography-hard", "--snapshots", "trained"], {"region": "hard", "snapshots": "trained"}),
+])
+def test_method_options_reach_the_selector_and_the_manifest(loss_table, math_pool, tmp_path, args, params):
+    out = tmp_path / "sel"
+    result = select("--trajectories", str(loss_table), "--data", str(math_pool), "--budget", "7", "--out", str(out), *args)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {k: manifest["params"][k] for k in params} == params
+    assert manifest["budget"]["delivered"] == 7
+
+
+def test_user_ids_from_an_id_column(tmp_path):
+    pool = tmp_path / "pool.jsonl"
+    rows = [{"id": f"q{i}", "instruction": f"add {i} and 1", "output": str(i + 1), "source": "ab"[i % 2]} for i in range(12)]
+    pool.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = tmp_path / "t.csv"
+    table.write_text("example_id,loss_0,loss_1\n" + "".join(f"q{i},{2 + i / 10},{1 + i / 10}\n" for i in range(12)))
+    out = tmp_path / "sel"
+    result = select("--trajectories", str(table), "--data", str(pool), "--id-column", "id", "--method", "perplexity-low",
+                    "--budget", "3", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert (out / "selected_ids.txt").read_text().split() == ["q0", "q1", "q2"]
+    assert (out / "selected.jsonl").read_text().splitlines() == [json.dumps(r) for r in rows[:3]]
+    # Without --id-column the table's ids are not the pool's (content hashes).
+    missing = select("--trajectories", str(table), "--data", str(pool), "--method", "random", "--budget", "3",
+                     "--out", str(tmp_path / "x"))
+    assert missing.exit_code == 2 and "--id-column" in missing.output

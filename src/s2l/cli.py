@@ -278,7 +278,7 @@ def _print_selection(result) -> None:
         f"with {m['method']} in {result.seconds:.1f} s")
     say(f"  subset: {result.out / 'selected.jsonl'}")
     for warning in m["warnings"]:
-        say(f"  [yellow]note:[/] {_escape(warning)}")
+        console.print(f"  [yellow]note:[/] {_escape(warning)}", soft_wrap=True)
     if m["excluded"]:
         say("  left out: " + ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in m["excluded"].items()))
     mix = result.source_mix()

@@ -209,7 +209,9 @@ def load_tokenizer(model: str, tokenizer: str | None = None):
 def load_model(model: str, dtype: str = "float32", device: str | None = None, trust_remote_code: bool = False):
     import torch
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per snapshot is noise beside our own
     where = resolve(model)
     try:
         loaded = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code)

@@ -123,6 +123,7 @@ class LearningPercentage(RankingSelector):
         rows = self._selectable_rows()
         k = self.diversity_clusters or min(1000, max(1, len(rows) // EXAMPLES_PER_CLUSTER))
         result = kmeans(embeddings[rows], k, seed=self.seed)
+        self.diversity_clusters_ = len(result.centers)
         self.labels_[rows] = result.labels
         self.cluster_centers_ = result.centers
 

@@ -186,7 +186,8 @@ def _manifest(selector: Selector, budget, loaded: LoadedTrajectories, pool: Pool
     if pool.duplicates:
         excluded[DUPLICATE] = len(pool.duplicates)
     learned = {k: _plain(getattr(selector, k)) for k in ("source_quotas_", "clusters_per_source_", "epoch_columns_",
-                                                         "snapshot_columns_", "length_unit_") if hasattr(selector, k)}
+                                                         "snapshot_columns_", "length_unit_",
+                                                         "diversity_clusters_") if hasattr(selector, k)}
     return {
         "kind": "selection",
         "s2l_version": __version__,

@@ -106,7 +106,7 @@ class S2L(Selector):
         self.groups_ = source_groups(self.sources_ if self.per_source else None, rows)
         centers, self.clusters_per_source_ = [], {}
         for g, (name, members) in enumerate(self.groups_.items()):
-            if len(members) < 3 * self.n_clusters:
+            if len(members) < 2 * self.n_clusters:  # most clusters would have 1-2 members
                 self.warnings_.append(
                     f"{'source ' + repr(name) if name else 'the pool'} has {len(members)} examples for {self.n_clusters} "
                     f"clusters: with clusters of 2 or fewer members S2L is close to random sampling; "
