@@ -342,6 +342,113 @@ def check_data(data: Path = typer.Argument(..., help="The SFT pool to check."), 
     typer.echo(json.dumps(pool.summary(), indent=2))
 
 
+@app.command()
+@reports_input_errors
+def train(
+    data: Path = typer.Option(..., "--data", help="The subset to train on (e.g. a selection's selected.jsonl) or a pool."),
+    model: str = typer.Option(..., "--model", help="The target: a packaged name, a local folder or a hub id."),
+    out: Path = typer.Option(..., "--out", help="Folder for the trained model (transformers can load it)."),
+    epochs: int = typer.Option(3, "--epochs"), lr: float = typer.Option(2e-5, "--lr", help="Peak learning rate."),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    gradient_accumulation: int = typer.Option(1, "--gradient-accumulation"),
+    lr_scheduler: str = typer.Option("cosine", "--lr-scheduler", help="Any transformers scheduler name."),
+    warmup_ratio: float = typer.Option(0.03, "--warmup-ratio"),
+    weight_decay: float = typer.Option(0.0, "--weight-decay"),
+    max_grad_norm: float = typer.Option(1.0, "--max-grad-norm", help="Gradient clipping; 0 turns it off."),
+    precision: str = typer.Option("bf16-mixed", "--precision", help="bf16-mixed (float32 weights, bf16 compute) or float32."),
+    optim: str = typer.Option("adamw_torch", "--optim", help="A transformers optimizer name."),
+    seed: int = typer.Option(0, "--seed"),
+    lora: bool = typer.Option(False, "--lora", help="Train LoRA adapters (PEFT) instead of all weights."),
+    lora_r: int = typer.Option(16, "--lora-r"), lora_alpha: int = typer.Option(32, "--lora-alpha"),
+    lora_dropout: float = typer.Option(0.05, "--lora-dropout"),
+    lora_target_modules: str = typer.Option("all-linear", "--lora-target-modules", help="all-linear, or names like q_proj,v_proj."),
+    no_merge: bool = typer.Option(False, "--no-merge", help="LoRA: keep only the adapter, do not save a merged model."),
+    resume: bool = typer.Option(False, "--resume", help="Checkpoint every --save-steps and continue an interrupted run."),
+    save_steps: int = typer.Option(500, "--save-steps"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished training in --out."),
+    format: str = FORMAT, template: str = TEMPLATE, id_column: Optional[str] = ID_COLUMN, split: Optional[str] = SPLIT,
+    max_length: int = MAX_LENGTH, tokenizer: Optional[str] = TOKENIZER, device: Optional[str] = DEVICE,
+    no_progress: bool = NO_PROGRESS,
+):
+    """Fine-tune the target on a subset, with the same tokenisation and loss masking as `record`.
+
+    Defaults follow the papers: 3 epochs, lr 2e-5, cosine schedule, 3% warm-up, batch 8.
+
+    [bold]Examples[/]:
+      s2l train --data sel/s2l-10/selected.jsonl --model gemma-3-270m --out runs/gemma-s2l-10
+      s2l train --data pool.jsonl --model ./my-llama --lora --out runs/llama-lora
+    """
+    from s2l.training import TrainConfig, train as train_model
+
+    config = TrainConfig(epochs=epochs, learning_rate=lr, lr_scheduler=lr_scheduler, warmup_ratio=warmup_ratio,
+                         batch_size=batch_size, gradient_accumulation=gradient_accumulation, weight_decay=weight_decay,
+                         max_grad_norm=max_grad_norm, precision=precision, optim=optim, seed=seed, lora=lora,
+                         lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                         lora_target_modules=lora_target_modules, save_merged=not no_merge, resume=resume,
+                         save_steps=save_steps, data=_data_config(format, template, id_column, split, max_length))
+    folder = train_model(data, model, out, config, device=device, show_progress=not no_progress, tokenizer=tokenizer,
+                         overwrite=overwrite)
+    say(f"[bold green]trained[/] {folder}  (evaluate: s2l evaluate --model {folder} --data TEST --out {folder}/metrics.json)")
+
+
+@app.command()
+@reports_input_errors
+def evaluate(
+    model: str = typer.Option(..., "--model", help="A trained model folder (from `s2l train`), a packaged name or a hub id."),
+    data: Path = typer.Option(..., "--data", help="The held-out test split (same formats as the pool)."),
+    out: Path = typer.Option(..., "--out", help="metrics.json to write; predictions.jsonl goes beside it."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Generation length for answer accuracy."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Prompts per generation batch."),
+    no_generate: bool = typer.Option(False, "--no-generate", help="Held-out loss only, no generation."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate the first N examples only."),
+    dtype: str = DTYPE, format: str = FORMAT, template: str = TEMPLATE, id_column: Optional[str] = ID_COLUMN,
+    split: Optional[str] = SPLIT, max_length: int = MAX_LENGTH, tokenizer: Optional[str] = TOKENIZER,
+    max_batch_tokens: int = MAX_BATCH_TOKENS, device: Optional[str] = DEVICE, no_progress: bool = NO_PROGRESS,
+):
+    """Held-out response loss and answer accuracy (greedy generation), overall, in/out of domain and per source.
+
+    Answers are read GSM8K style (`#### N`), else the last number, or scored by reasoning-gym when a row
+    names its task. Use the template the model was trained with.
+
+    [bold]Example[/]: s2l evaluate --model runs/target-s2l --data test.jsonl --out runs/target-s2l/metrics.json
+    """
+    from s2l.evaluation import EvalConfig, evaluate as evaluate_model
+
+    config = EvalConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
+                        dtype=dtype, generate=not no_generate, limit=limit,
+                        data=_data_config(format, template, id_column, split, max_length))
+    metrics = evaluate_model(model, data, config, out=out, device=device, show_progress=not no_progress,
+                             tokenizer=tokenizer)
+    overall = metrics["overall"]
+    accuracy = "–" if overall.get("accuracy") is None else f"{100 * overall['accuracy']:.1f}%"
+    say(f"[bold green]evaluated[/] {metrics['n']} examples: loss {overall['loss']:.4f}, accuracy {accuracy}  → {out}")
+    for name in ("in_domain", "ood"):
+        part = metrics.get(name)
+        if part and metrics.get("ood"):
+            acc = "–" if part.get("accuracy") is None else f"{100 * part['accuracy']:.1f}%"
+            say(f"  {name.replace('_', '-')}: n {part['n']}, loss {part['loss']:.4f}, accuracy {acc}")
+
+
+@app.command()
+@reports_input_errors
+def experiment(
+    config: Path = typer.Argument(..., help="The experiment's YAML file (see bench/quality/cpu.yaml)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: the config's `out`, else runs/NAME)."),
+    device: Optional[str] = DEVICE, no_progress: bool = NO_PROGRESS,
+):
+    """Record trajectories once, then select, train and evaluate the target for every method, budget and seed.
+
+    Resumable: run the same command again after an interruption and finished steps are skipped.
+    Writes OUT/results.csv (one row per cell), OUT/results.md (mean ± std over seeds, the full pool as the
+    reference) and OUT/results.png.
+
+    [bold]Example[/]: s2l experiment bench/quality/cpu.yaml
+    """
+    from s2l.experiment import Experiment, ExperimentConfig
+
+    Experiment(ExperimentConfig.load(config, out), device=device, show_progress=not no_progress).run()
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,116 @@
+"""The functions the s2l lm-evaluation-harness tasks call.
+
+lm-eval loads this file by path from the task folder (`!function utils.NAME` in the task YAML), so it
+imports nothing from lm_eval itself. Prompts are rendered by s2l's own readers and prompt template
+(`s2l.data.formats.to_example`), the code that built the training text, so the harness asks the model
+exactly what training taught it to answer.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+ANSWER_MARKER = "####"
+# A number: digits with optional thousands commas and decimals ("16", "1,234.5", ".5"), with its minus
+# sign where that cannot be a binary operator (not right after a word character or a closing bracket):
+# "10-3" ends in 3, while "= -3" and "(-3)" end in -3.
+_NUMBER = re.compile(r"(?:(?<![\w)\]])-)?(?:\d[\d,]*)?\.?\d+")
+
+
+def normalize_number(text: str) -> str:
+    """One spelling per number: commas dropped, "13.0" -> "13", "-0" -> "0", "0.50" -> "0.5".
+    Text that is not a number comes back stripped of commas and surrounding whitespace."""
+    text = text.strip().replace(",", "")
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        return text
+    if not value.is_finite():
+        return text
+    if value == value.to_integral_value():
+        return str(int(value))
+    return format(value.normalize(), "f")
+
+
+def extract_answer(completion: str) -> str:
+    """The final answer in a completion: the first number after the last "####", else the last number
+    anywhere in it; commas removed and normalised. "" when the completion holds no number."""
+    _, marker, tail = completion.rpartition(ANSWER_MARKER)
+    if marker:
+        found = _NUMBER.search(tail)
+        if found:
+            return normalize_number(found.group())
+    numbers = _NUMBER.findall(completion)
+    return normalize_number(numbers[-1]) if numbers else ""
+
+
+def extract_answers(resps: list[list[str]], docs: list[dict]) -> list[list[str]]:
+    """lm-eval custom filter: the extracted answer of every generation of every document."""
+    return [[extract_answer(text) for text in generations] for generations in resps]
+
+
+def read_rows(test_file: str | Path, template: str | None = "alpaca") -> list[dict[str, Any]]:
+    """The test split as the tasks' documents: the training prompt, the gold output and normalised answer.
+
+    `answer` comes from the record's `answer` field, else from the gold output's "####" line.
+    """
+    from s2l.data.formats import PromptTemplate, resolve_format, to_example
+    from s2l.data.readers import read_records
+    from s2l.errors import InputError
+
+    path = Path(test_file)
+    prompt_template = PromptTemplate.from_option(template)
+    records = read_records(path)
+    fmt = resolve_format(path, records, "auto")
+    if fmt == "chat":
+        raise InputError("chat records (messages) are not supported by the lm-eval tasks; "
+                         "they score prompt/response records (alpaca, mathinstruct, prompt-response)", path)
+    rows = []
+    for record in records:
+        example = to_example(path, record, fmt, str(record.index), prompt_template)
+        answer = record.data.get("answer")
+        answer = normalize_number(str(answer)) if answer is not None else extract_answer(example.response)
+        if not answer:
+            raise InputError("no gold answer: the record has no 'answer' field and its output has no number "
+                             f"after {ANSWER_MARKER}", path, record.line)
+        rows.append({
+            "index": record.index,
+            "prompt": example.prompt,
+            "output": example.response,
+            "answer": answer,
+            "source": example.source or "",
+            "task": str(record.data.get("task") or ""),
+            "ood": bool(record.data.get("ood", False)),
+        })
+    return rows
+
+
+def load_split(data_files: Any = None, test_file: str | None = None, template: str | None = "alpaca", **_: Any):
+    """lm-eval `custom_dataset`: called with the task's metadata and `dataset_kwargs` as keyword arguments.
+
+    The test file is `--metadata '{"test_file": PATH}'` when given, else the task's
+    `dataset_kwargs.data_files.test` (filled in by `s2l.lm_eval_tasks.write_task`). Everything else
+    lm-eval passes (the model arguments, the task version) is ignored.
+    """
+    import datasets
+
+    if test_file is None:
+        test_file = data_files.get("test") if isinstance(data_files, dict) else data_files
+    if not test_file:
+        raise ValueError("no test file for the s2l task: write a task folder with "
+                         "s2l.lm_eval_tasks.write_task(TEST_FILE, OUT_DIR) and pass --include_path OUT_DIR, "
+                         "or pass --metadata '{\"test_file\": \"/abs/path/test.jsonl\"}'")
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(read_rows(test_file, template))})
+
+
+def process_results_loss(doc: dict, results: list) -> dict[str, Any]:
+    """s2l_math_loss: the gold output's log-likelihood given the prompt (EOS not included)."""
+    loglikelihood, is_greedy = results[0]
+    return {
+        "nll": -loglikelihood,  # nats for the whole response, averaged over documents
+        "bits_per_byte": (loglikelihood, len(doc["output"].encode("utf-8"))),
+        "greedy": float(is_greedy),  # the gold output is exactly the greedy continuation
+    }

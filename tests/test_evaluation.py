@@ -1,0 +1,223 @@
+"""Held-out evaluation: answer extraction, judging (reasoning-gym's scorer and the fallback), greedy
+batched generation from the training prompt, and the held-out loss against transformers' own."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from s2l.data import load_pool, tokenize_examples
+from s2l.evaluation import (EvalConfig, answers_match, evaluate, extract_answer, find_answer,
+                            Verdict, generate_completions, judge, prompt_ids)
+
+from test_scoring import reference_losses
+
+FAST = dict(max_new_tokens=12, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def test_split(tmp_path_factory):
+    """make_math_pool's 5-row test split (one row per kind, with answer, task and metadata)."""
+    from conftest import make_pool
+
+    out = tmp_path_factory.mktemp("math")
+    make_pool(out, 10)
+    return out / "test.jsonl"
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in open(path, encoding="utf-8")]
+
+
+# -- answers -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("text, answer, method", [
+    ("#### 42", "42", "####"),
+    ("#### -7", "-7", "####"),
+    ("#### 1,234", "1234", "####"),
+    ("#### 3.0", "3", "####"),
+    ("#### +5", "5", "####"),
+    ("#### 42 apples.", "42", "####"),
+    ("#### 3/4", "3/4", "####"),
+    ("2 + 2 = 4\n#### 4\nmore text 9\n#### 17\nand 5 after", "17", "####"),  # the last #### wins
+    ("the answer is 12.", "12", "final-number"),
+    ("3 apples and 5 pears → 5", "5", "final-number"),
+    ("so x = -3", "-3", "final-number"),
+    ("10-3", "3", "final-number"),  # a minus between numbers is an operator
+    ("(-16)", "-16", "final-number"),
+    ("+5", "5", "final-number"),
+    ("it costs $1,234.50.", "1234.5", "final-number"),
+    ("so \\boxed{1,000} is it", "1000", "boxed"),
+    ("\\boxed{\\frac{1}{2}}", "\\frac{1}{2}", "boxed"),
+    ("no number here", None, None),
+    ("#### ", None, None),
+])
+def test_extract_answer(text, answer, method):
+    assert extract_answer(text) == answer
+    assert find_answer(text) == (answer, method)
+
+
+def test_answers_match():
+    assert answers_match("3", "3.0") and answers_match(extract_answer("#### 3.0"), "3")
+    assert answers_match("1234", "1,234") and answers_match("-7", "-7.0")
+    assert answers_match("1.0000001", "1")  # relative tolerance 1e-6
+    assert not answers_match("2", "3") and not answers_match("-5", "5")
+    assert answers_match(" x + 1 ", "x + 1") and not answers_match("x", "y")
+    assert not answers_match(None, "1") and not answers_match("1", None)
+
+
+# -- judging -------------------------------------------------------------------------------------------
+def test_gym_scoring_of_real_test_rows(test_split):
+    for row in read_jsonl(test_split):
+        right = judge(f"Some working.\n#### {row['answer']}", row)
+        assert right.correct is True and right.scorer == "gym" and right.gold == row["answer"]
+        wrong = judge("Some working.\n#### 987654", row)
+        assert wrong.correct is False and wrong.scorer == "gym"
+        # Formatting the gym would reject (" 28", "28.0") is normalised before it scores.
+        assert judge(f"The answer is {float(row['answer'])}.", row).correct is True
+        assert judge("I do not know.", row).correct is False
+
+
+def test_fallback_scoring_without_gym_fields():
+    row = {"instruction": "What is 6 * 7?", "output": "6 * 7 = 42\n#### 42"}
+    # No answer field: the gold answer comes from the reference response's #### line.
+    assert judge("42.0", row, row["output"]) == Verdict(True, "final-number", "42", "42")
+    assert judge("so\n#### 41", row, row["output"]).correct is False
+    assert judge("no idea", row, row["output"]).scorer == "none"
+    assert judge("42", {"instruction": "?", "output": "no answer given"}, "no answer given").correct is None
+    # A task reasoning-gym does not know falls back to comparing answers.
+    assert judge("#### 5", {"answer": "5", "task": "no_such_task", "metadata": {}}).scorer == "####"
+
+
+# -- prompts: exactly what training conditioned on -------------------------------------------------------
+def test_prompt_is_the_training_prefix(tiny_model_dir, test_split, tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text(json.dumps({"messages": [
+        {"role": "user", "content": "What is 2 + 3?"}, {"role": "assistant", "content": "#### 5"},
+        {"role": "user", "content": "And 4 + 4?"}, {"role": "assistant", "content": "#### 8"}]}) + "\n")
+    for path in (test_split, chat):
+        examples = load_pool(path).examples
+        for example, tokenized in zip(examples, tokenize_examples(tokenizer, examples)):
+            ids = prompt_ids(tokenizer, example)
+            assert list(tokenized.input_ids[: len(ids)]) == ids
+            # The (last) answer starts right after the prompt.
+            assert tokenized.loss_mask[len(ids)] and not tokenized.loss_mask[len(ids) - 1]
+
+
+def test_batched_generation_equals_one_at_a_time(tiny_model_dir, test_split):
+    """Left padding must not change what a prompt generates."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    config = LlamaConfig.from_pretrained(tiny_model_dir)
+    config.initializer_range = 0.5  # sharp, varied logits: greedy choices far from ties
+    torch.manual_seed(1)
+    model = LlamaForCausalLM(config).eval()
+    prompts = [prompt_ids(tokenizer, e) for e in load_pool(test_split).examples]
+    assert len({len(p) for p in prompts}) > 1  # padding really happens
+    together = generate_completions(model, tokenizer, prompts, max_new_tokens=8, batch_size=5)
+    alone = [generate_completions(model, tokenizer, [p], max_new_tokens=8)[0] for p in prompts]
+    assert [c.text for c in together] == [c.text for c in alone]
+    assert len({c.text for c in together}) > 1 and all(c.n_tokens <= 8 for c in together)
+
+
+# -- evaluate, end to end ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_eval(tiny_model_dir, test_split, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval") / "metrics.json"
+    metrics = evaluate(str(tiny_model_dir), test_split, EvalConfig(**FAST), out=out, show_progress=False)
+    return metrics, out
+
+
+def test_evaluate_metrics_and_predictions(tiny_eval, test_split):
+    metrics, out = tiny_eval
+    assert json.loads(out.read_text()) == metrics
+    assert metrics["n"] == 5 and metrics["data"] == str(test_split) and len(metrics["data_fingerprint"]) == 64
+    assert "ood" not in metrics  # make_pool's split has no OOD rows
+    for group in (metrics["overall"], metrics["in_domain"]):
+        assert group["n"] == 5 and group["n_judged"] == 5
+        assert math.isfinite(group["loss"]) and math.isfinite(group["token_loss"])
+        assert 0.0 <= group["accuracy"] <= 1.0
+    assert sum(g["n"] for g in metrics["by_source"].values()) == metrics["n"]
+    assert set(metrics["by_source"]) == {r["source"] for r in read_jsonl(test_split)}
+    assert metrics["settings"]["max_new_tokens"] == FAST["max_new_tokens"]
+    assert metrics["settings"]["data"]["max_length"] == 512
+
+    rows = read_jsonl(out.with_name("predictions.jsonl"))
+    assert len(rows) == 5
+    assert {"example_id", "source", "ood", "prompt", "completion", "extracted", "gold", "correct", "scorer",
+            "loss"} <= set(rows[0])
+    assert [r["gold"] for r in rows] == [r["answer"] for r in read_jsonl(test_split)]  # input order kept
+    assert all(r["scorer"] == "gym" and isinstance(r["completion"], str) for r in rows)
+    assert sum(r["correct"] for r in rows) == metrics["overall"]["correct"]
+
+
+def test_evaluate_is_deterministic(tiny_eval, tiny_model_dir, test_split, tmp_path):
+    _, out = tiny_eval
+    again = evaluate(str(tiny_model_dir), test_split, EvalConfig(**FAST), out=tmp_path / "metrics.json",
+                     show_progress=False)
+    first = read_jsonl(out.with_name("predictions.jsonl"))
+    assert read_jsonl(tmp_path / "predictions.jsonl") == first
+    assert again["overall"] == tiny_eval[0]["overall"]
+
+
+def test_loss_equals_transformers_loss(tiny_eval, tiny_model_dir, test_split):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, out = tiny_eval
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    tokenized = tokenize_examples(AutoTokenizer.from_pretrained(tiny_model_dir), load_pool(test_split).examples, 512)
+    rows = read_jsonl(out.with_name("predictions.jsonl"))
+    assert [r["example_id"] for r in rows] == [t.example_id for t in tokenized]
+    assert np.abs(np.array([r["loss"] for r in rows]) - reference_losses(model, tokenized)).max() < 1e-4
+    n = np.array([r["n_tokens"] for r in rows])
+    losses = np.array([r["loss"] for r in rows])
+    assert tiny_eval[0]["overall"]["token_loss"] == pytest.approx((losses * n).sum() / n.sum())
+    assert tiny_eval[0]["overall"]["loss"] == pytest.approx(losses.mean())
+
+
+def test_loss_only_with_ood_rows_and_limit(tiny_eval, tiny_model_dir, test_split, tmp_path):
+    rows = read_jsonl(test_split)
+    for row in rows[3:]:
+        row["ood"] = True
+    data = tmp_path / "test.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    metrics = evaluate(str(tiny_model_dir), data, EvalConfig(generate=False, limit=4), show_progress=False)
+    assert metrics["n"] == 4 and metrics["settings"]["limit"] == 4
+    assert metrics["in_domain"]["n"] == 3 and metrics["ood"]["n"] == 1
+    assert metrics["overall"]["accuracy"] is None and metrics["overall"]["n_judged"] == 0
+    # The loss does not depend on whether answers were generated.
+    full = read_jsonl(tiny_eval[1].with_name("predictions.jsonl"))
+    assert metrics["overall"]["loss"] == pytest.approx(np.mean([r["loss"] for r in full[:4]]), abs=1e-6)
+    assert not (tmp_path / "predictions.jsonl").exists()  # nothing written without `out`
+
+
+def test_evaluate_chat_records(tiny_model_dir, tmp_path):
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"What is {a} + {a}?"},
+                                                     {"role": "assistant", "content": f"#### {2 * a}"}]}) + "\n"
+                            for a in (2, 3)))
+    metrics = evaluate(str(tiny_model_dir), data, EvalConfig(**FAST), out=tmp_path / "m.json", show_progress=False)
+    assert metrics["format"] == "chat" and metrics["overall"]["n_judged"] == 2
+    assert [r["gold"] for r in read_jsonl(tmp_path / "predictions.jsonl")] == ["4", "6"]
+    assert metrics["by_source"]["(none)"]["n"] == 2
+
+
+@pytest.mark.slow
+def test_evaluate_smollm2(smollm2_dir, test_split, tmp_path):
+    started = time.time()
+    metrics = evaluate("smollm2-135m-instruct", test_split, EvalConfig(max_new_tokens=64, limit=3),
+                       out=tmp_path / "metrics.json", show_progress=False)
+    rows = read_jsonl(tmp_path / "predictions.jsonl")
+    assert metrics["n"] == 3 and len(rows) == 3
+    assert all(r["completion"].strip() for r in rows)
+    # A pretrained instruct model predicts these worked answers far better than chance (ln 49152 = 10.8).
+    assert metrics["overall"]["loss"] < 5
+    print(f"SmolLM2 on 3 rows: {time.time() - started:.1f} s; completions: {[r['completion'] for r in rows]}")

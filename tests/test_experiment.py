@@ -1,0 +1,112 @@
+"""`s2l experiment` end to end on the tiny model: every cell in the table, and a killed run resumes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from s2l.cli import app
+from s2l.errors import InputError
+from s2l.experiment import ExperimentConfig
+
+from conftest import make_pool
+
+runner = CliRunner()
+
+
+def write_config(tmp_path: Path, tiny_model_dir: Path, pool_dir: Path, **changes) -> Path:
+    config = {
+        "name": "tiny",
+        "data": {"pool": str(pool_dir / "pool.jsonl"), "test": str(pool_dir / "test.jsonl")},
+        "proxy": {"model": str(tiny_model_dir),
+                  "record": {"epochs": 1, "snapshots": 2, "batch_size": 4, "learning_rate": 1e-3, "precision": "float32"}},
+        "target": {"model": str(tiny_model_dir), "trajectories": True,
+                   "train": {"epochs": 1, "batch_size": 4, "learning_rate": 1e-3, "precision": "float32"},
+                   "record": {"epochs": 1, "snapshots": 2, "batch_size": 4, "learning_rate": 1e-3, "precision": "float32"}},
+        "evaluate": {"max_new_tokens": 4, "batch_size": 8},
+        "methods": ["full", "random", {"name": "s2l", "params": {"n_clusters": 2}},
+                    {"name": "s2l", "label": "s2l-pooled", "params": {"n_clusters": 2, "per_source": False}}],
+        "budgets": [0.5],
+        "seeds": {"default": [0], "random": [0, 1]},
+    }
+    config.update(changes)
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def pool_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("exp-pool")
+    make_pool(folder, 16)
+    return folder
+
+
+def test_experiment_runs_every_cell_and_summarises(tiny_model_dir, pool_dir, tmp_path):
+    config = write_config(tmp_path, tiny_model_dir, pool_dir)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["experiment", str(config), "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    keys = {(r["label"], r["budget"], r["seed"]) for r in rows}
+    assert keys == {("full", "all", "0"), ("random", "0.5", "0"), ("random", "0.5", "1"), ("s2l", "0.5", "0"),
+                    ("s2l-pooled", "0.5", "0")}
+    for row in rows:
+        assert float(row["loss"]) > 0 and 0.0 <= float(row["accuracy"]) <= 1.0
+        assert int(row["n_train"]) == (16 if row["label"] == "full" else 8)
+    md = (out / "results.md").read_text()
+    assert "| random | 0.5 | 2 |" in md and "±" in md and "| full | all | 1 |" in md
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    transfer = json.loads((out / "transfer.json").read_text())
+    assert transfer["examples"] == 16 and -1.0 <= transfer["final_loss_spearman"] <= 1.0
+    # Models are deleted once evaluated; selections and metrics stay.
+    cell = out / "cells" / "s2l" / "b0.5-s0"
+    assert (cell / "selection" / "manifest.json").is_file() and (cell / "metrics.json").is_file()
+    assert not (cell / "model").exists()
+
+
+def test_a_killed_experiment_finishes_only_the_missing_cells(tiny_model_dir, pool_dir, tmp_path):
+    config = write_config(tmp_path, tiny_model_dir, pool_dir, methods=["random"], budgets=[0.25, 0.5, 0.75], seeds=[0],
+                          target={"model": str(tiny_model_dir),
+                                  "train": {"epochs": 1, "batch_size": 4, "learning_rate": 1e-3, "precision": "float32"}})
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "s2l.cli", "experiment", str(config), "--out", str(out), "--no-progress"]
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    first = out / "cells" / "random" / "b0.25-s0" / "metrics.json"
+    deadline = time.time() + 240
+    while not first.is_file() and time.time() < deadline and child.poll() is None:
+        time.sleep(0.2)
+    assert first.is_file(), "the first cell did not finish in time"
+    os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
+    finished_at = first.stat().st_mtime_ns
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert first.stat().st_mtime_ns == finished_at  # not recomputed
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert sorted(r["budget"] for r in rows) == ["0.25", "0.5", "0.75"]
+
+
+def test_bad_configs_are_clear_errors(tmp_path, tiny_model_dir, pool_dir):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(InputError, match="not valid YAML"):
+        ExperimentConfig.load(bad)
+    with pytest.raises(InputError, match="unknown settings"):
+        ExperimentConfig.load(write_config(tmp_path, tiny_model_dir, pool_dir, colour="blue"))
+    with pytest.raises(InputError, match="budgets"):
+        ExperimentConfig.load(write_config(tmp_path, tiny_model_dir, pool_dir, budgets=[0]))
+    with pytest.raises(InputError, match="labels repeat"):
+        ExperimentConfig.load(write_config(tmp_path, tiny_model_dir, pool_dir, methods=["s2l", "s2l"]))
+    result = runner.invoke(app, ["experiment", str(tmp_path / "missing.yaml")])
+    assert result.exit_code == 2 and "no such config file" in result.output

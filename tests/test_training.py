@@ -1,0 +1,194 @@
+"""Fine-tuning a target: the Trainer's loss is record's, the output folder is finished or absent,
+the same inputs give the same weights, LoRA saves an adapter and a merged model. On the tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
+
+from s2l.errors import InputError
+from s2l.trajectories.record import DataConfig, RecordConfig, prepare_pool, record
+from s2l.trajectories.scoring import pad_batch, score_examples, token_losses
+from s2l.training import MANIFEST, TrainConfig, TokenizedDataset, _make_trainer_class, collate, train
+
+# 40 examples in batches of 8: 5 steps an epoch, 10 in all.
+FAST = dict(epochs=2, batch_size=8, learning_rate=1e-3, precision="float32", logging_steps=5)
+
+
+def load(folder) -> torch.nn.Module:
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+
+
+def pool_losses(model, tiny_model_dir, data) -> np.ndarray:
+    _, tokenized = prepare_pool(data, AutoTokenizer.from_pretrained(tiny_model_dir), DataConfig())
+    losses, _ = score_examples(model, tokenized)
+    return losses
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, math_pool, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("train") / "target"
+    return train(math_pool, str(tiny_model_dir), out, TrainConfig(**FAST), show_progress=False)
+
+
+def test_train_saves_a_loadable_model_that_learned(trained, tiny_model_dir, math_pool):
+    assert (trained / "model.safetensors").is_file() and (trained / "tokenizer.json").is_file()
+    assert not list(trained.parent.glob(".*")), "no temporary folder is left beside the output"
+    assert not (trained / "trainer").exists()
+    manifest = json.loads((trained / MANIFEST).read_text())
+    assert manifest["kind"] == "train" and manifest["saved"] == "full"
+    assert manifest["n_examples"] == manifest["n_trained"] == 40
+    assert manifest["excluded"] == {"duplicate": 0, "no_response_tokens": 0}
+    assert manifest["steps"] == 10 and manifest["steps_per_epoch"] == 5 and manifest["warmup_steps"] == 1
+    assert manifest["config"]["learning_rate"] == 1e-3 and manifest["config"]["data"]["max_length"] == 512
+    assert manifest["data"] == str(math_pool) and len(manifest["dataset_fingerprint"]) == 64
+    assert manifest["model"] == str(tiny_model_dir) and manifest["model_revision"].startswith("local:")
+    assert manifest["s2l_version"] and manifest["wall_seconds"] > 0
+    assert len(manifest["epoch_mean_loss"]) == 2 and manifest["final_train_loss"] == manifest["epoch_mean_loss"][-1]
+    log = [json.loads(line) for line in (trained / MANIFEST.replace(".json", "_log.jsonl")).read_text().splitlines()]
+    assert [entry["step"] for entry in log] == list(range(1, 11))
+
+    model = load(trained)
+    assert model.config.use_cache, "use_cache is off only while training"
+    before = pool_losses(load(tiny_model_dir), tiny_model_dir, math_pool)
+    after = pool_losses(model, tiny_model_dir, math_pool)
+    assert after.mean() < before.mean() - 0.2, (before.mean(), after.mean())
+
+
+def test_trainer_minimises_records_loss(tiny_model_dir, math_pool, tmp_path):
+    """compute_loss on a batch is record's `token_losses(...).mean()`, and transformers' own loss with
+    the prompt masked; two accumulated micro-batches give the loss of the one batch they make."""
+    model = load(tiny_model_dir)
+    _, tokenized = prepare_pool(math_pool, AutoTokenizer.from_pretrained(tiny_model_dir), DataConfig())
+    examples = tokenized[:6]
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", remove_unused_columns=False)
+    trainer = _make_trainer_class()(model=model, args=args, train_dataset=TokenizedDataset(examples), data_collator=collate)
+
+    batch = collate(examples)
+    ours = trainer.compute_loss(model, batch)
+    records = token_losses(model, *pad_batch(examples, "cpu"))[0].mean()  # record's training loss
+    labels = batch["input_ids"].masked_fill(~batch["loss_mask"], -100)
+    transformers_loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss
+    assert ours.item() == pytest.approx(records.item(), abs=1e-6)
+    assert ours.item() == pytest.approx(transformers_loss.item(), abs=1e-5)
+
+    micro, n_tokens = trainer.get_batch_samples(iter([collate(examples[:2]), collate(examples[2:])]), 2, "cpu")
+    assert int(n_tokens) == sum(e.n_tokens for e in examples)
+    accumulated = sum(trainer.compute_loss(model, b, num_items_in_batch=n_tokens) for b in micro)
+    assert accumulated.item() == pytest.approx(ours.item(), abs=1e-5)
+
+
+def test_train_is_record_training(trained, tiny_model_dir, math_pool, tmp_path):
+    """The same data, seed and settings give record's final weights: one code path for the proxy's run
+    and the target's (batch order, loss, optimizer, schedule, clipping)."""
+    config = RecordConfig(**{k: v for k, v in FAST.items() if k != "logging_steps"}, snapshots=1,
+                          epoch_snapshots=False, resume_state=False)
+    store = record(math_pool, str(tiny_model_dir), tmp_path / "run", config, show_progress=False)
+    np.testing.assert_allclose(pool_losses(load(trained), tiny_model_dir, math_pool), store.load().losses[:, -1], atol=1e-5)
+
+
+def test_same_inputs_give_the_same_weights(trained, tiny_model_dir, math_pool, tmp_path):
+    again = train(math_pool, str(tiny_model_dir), tmp_path / "again", TrainConfig(**FAST), show_progress=False)
+    first, second = load(trained).state_dict(), load(again).state_dict()
+    assert first.keys() == second.keys()
+    for name in first:
+        torch.testing.assert_close(first[name], second[name], rtol=0, atol=1e-6, msg=name)
+
+
+def test_gradient_accumulation_is_one_larger_batch(trained, tiny_model_dir, math_pool, tmp_path):
+    """Two micro-batches of 4 per step: the loss is the mean over all their response tokens, as for
+    the batch of 8 they make, so the weights come out the same."""
+    config = TrainConfig(**{**FAST, "batch_size": 4, "gradient_accumulation": 2})
+    out = train(math_pool, str(tiny_model_dir), tmp_path / "accumulated", config, show_progress=False)
+    assert json.loads((out / MANIFEST).read_text())["steps"] == 10
+    first, second = load(trained).state_dict(), load(out).state_dict()
+    for name in first:
+        torch.testing.assert_close(first[name], second[name], rtol=0, atol=1e-5, msg=name)
+
+
+def test_out_is_refused_unless_finished_or_overwrite(trained, tiny_model_dir, math_pool, tmp_path):
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="--overwrite"):
+        train(math_pool, str(tiny_model_dir), busy, TrainConfig(**FAST), show_progress=False)
+    assert [p.name for p in busy.iterdir()] == ["notes.txt"] and sorted(p.name for p in tmp_path.iterdir()) == ["busy"]
+
+    # A finished training of the same job is left alone; of another job, refused.
+    weights = trained / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    assert train(math_pool, str(tiny_model_dir), trained, TrainConfig(**FAST), show_progress=False) == trained
+    assert weights.stat().st_mtime_ns == stamp
+    with pytest.raises(InputError, match="other data, model or settings"):
+        train(math_pool, str(tiny_model_dir), trained, TrainConfig(**{**FAST, "seed": 1}), show_progress=False)
+    assert weights.stat().st_mtime_ns == stamp and not list(trained.parent.glob(".*"))
+
+
+def test_examples_without_response_tokens_are_excluded_and_counted(tiny_model_dir, tmp_path):
+    short = [{"instruction": f"Add {i} and {i + 1}.", "output": f"{i} + {i + 1} = {2 * i + 1}"} for i in range(5)]
+    long = [{"instruction": f"Question {i}: " + "count the words in this sentence please " * 20, "output": "many"}
+            for i in range(2)]
+    data = tmp_path / "pool.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in short + long + short[:1]))  # the last is a duplicate
+    config = TrainConfig(epochs=1, batch_size=8, learning_rate=1e-3, precision="float32",
+                         data=DataConfig(max_length=64))
+    out = train(data, str(tiny_model_dir), tmp_path / "out", config, show_progress=False)
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["n_examples"] == 7 and manifest["n_trained"] == 5
+    assert manifest["excluded"] == {"duplicate": 1, "no_response_tokens": 2}
+    assert len(manifest["excluded_ids"]["no_response_tokens"]) == 2
+
+    nothing = TrainConfig(epochs=1, precision="float32", data=DataConfig(max_length=8))
+    with pytest.raises(InputError, match="no example has a response token"):
+        train(data, str(tiny_model_dir), tmp_path / "none", nothing, show_progress=False)
+    assert not (tmp_path / "none").exists() and not list(tmp_path.glob(".none*"))
+
+
+def test_lora_saves_the_adapter_and_a_merged_model(tiny_model_dir, math_pool, tmp_path):
+    pytest.importorskip("peft")
+    config = TrainConfig(**{**FAST, "epochs": 1}, lora=True, lora_target_modules="all-linear")
+    out = train(math_pool, str(tiny_model_dir), tmp_path / "lora", config, show_progress=False)
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    targets = {name.rsplit(".", 1)[-1] for name in adapter["target_modules"]}
+    assert adapter["r"] == 16 and targets >= {"q_proj", "v_proj", "down_proj"} and "lm_head" not in targets
+    assert json.loads((out / MANIFEST).read_text())["saved"] == "merged"
+
+    merged, base = load(out).state_dict(), load(tiny_model_dir).state_dict()
+    assert merged.keys() == base.keys(), "the merged model is a plain model, no LoRA layers left"
+    changed = [name for name in base if not torch.equal(merged[name], base[name])]
+    assert "model.layers.0.self_attn.q_proj.weight" in changed
+    assert "model.embed_tokens.weight" not in changed, "LoRA leaves the embeddings alone"
+
+
+def test_interrupted_train_resumes_to_the_same_weights(trained, tiny_model_dir, math_pool, tmp_path, monkeypatch):
+    import s2l.training as training
+
+    make_trainer = training._make_trainer_class
+
+    def interrupted_at_step_7():
+        class Interrupted(make_trainer()):
+            def training_step(self, model, inputs, num_items_in_batch=None):
+                if self.state.global_step == 7:
+                    raise KeyboardInterrupt
+                return super().training_step(model, inputs, num_items_in_batch)
+        return Interrupted
+
+    out, config = tmp_path / "resumed", TrainConfig(**FAST, resume=True, save_steps=3)
+    monkeypatch.setattr(training, "_make_trainer_class", interrupted_at_step_7)
+    with pytest.raises(KeyboardInterrupt):
+        train(math_pool, str(tiny_model_dir), out, config, show_progress=False)
+    assert not out.exists(), "an interrupted training leaves nothing that looks finished"
+    monkeypatch.setattr(training, "_make_trainer_class", make_trainer)
+    train(math_pool, str(tiny_model_dir), out, config, show_progress=False)
+
+    assert json.loads((out / MANIFEST).read_text())["resumed_from_step"] == 6
+    first, second = load(trained).state_dict(), load(out).state_dict()
+    for name in first:
+        torch.testing.assert_close(first[name], second[name], rtol=0, atol=1e-6, msg=name)
+    assert not list(tmp_path.glob(".*")), "the checkpoints go once the training is finished"
