@@ -110,3 +110,14 @@ def test_bad_configs_are_clear_errors(tmp_path, tiny_model_dir, pool_dir):
         ExperimentConfig.load(write_config(tmp_path, tiny_model_dir, pool_dir, methods=["s2l", "s2l"]))
     result = runner.invoke(app, ["experiment", str(tmp_path / "missing.yaml")])
     assert result.exit_code == 2 and "no such config file" in result.output
+
+
+@pytest.mark.parametrize("name", ["cpu.yaml", "gpu.yaml"])
+def test_the_benchmark_configs_are_valid(name):
+    from s2l.experiment import Experiment
+
+    config = ExperimentConfig.load(Path(__file__).parents[1] / "bench" / "quality" / name)
+    Experiment(config).check()
+    assert config.data["generate"]["script"] and len(config.cells()) >= 20
+    labels = {m.label for m in config.methods}
+    assert {"full", "random", "source-random", "s2l", "s2l-pooled", "lp", "perplexity-mid", "cluster-random"} <= labels

@@ -186,8 +186,27 @@ class Experiment:
     def cell_dir(self, cell: Cell) -> Path:
         return self.out / "cells" / cell.key
 
+    def check(self) -> None:
+        """Build every settings object now, so a typo fails in a second rather than after hours."""
+        from s2l.evaluation import EvalConfig
+        from s2l.selection import make_selector
+        from s2l.training import TrainConfig
+        from s2l.trajectories.record import DataConfig, RecordConfig, ScoreConfig
+
+        for role in ("proxy", "target"):
+            spec = getattr(self.config, role)
+            _dataclass(RecordConfig, spec.get("record") or {}, f"{role}.record")
+            _dataclass(ScoreConfig, spec.get("score") or {}, f"{role}.score")
+            _dataclass(DataConfig, spec.get("data") or {}, f"{role}.data")
+        _dataclass(TrainConfig, dict(self.config.target.get("train") or {}), "target.train")
+        _dataclass(EvalConfig, self.config.evaluate, "evaluate")
+        for method in self.config.methods:
+            if method.name != FULL:
+                make_selector(method.name, **method.params)
+
     def run(self) -> list[dict]:
         started = time.perf_counter()
+        self.check()
         self.out.mkdir(parents=True, exist_ok=True)
         self._generate_data()
         proxy_run = self._record("proxy", self.config.proxy)
