@@ -688,7 +688,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="allow repeated problems inside the pool (never across pool and test)",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KIND.KEY=VALUE",
+        help="override one generator setting, e.g. --set chain_sum.max_terms=2 (repeatable; values are JSON)",
+    )
     args = parser.parse_args(argv)
+    for override in args.set:
+        apply_override(override, parser)
     args.kinds = parse_kinds(args.kinds, parser, "--kinds")
     args.ood_kinds = parse_kinds(args.ood_kinds, parser, "--ood-kinds")
     if not args.kinds:
@@ -705,6 +714,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         parser.error(f"--out {args.out!r} exists and is not a directory")
     return args
+
+
+def apply_override(text: str, parser: argparse.ArgumentParser) -> None:
+    """--set kind.key=value: change one entry of KIND_SETTINGS (recorded in pool_info.json)."""
+    target, sep, value = text.partition("=")
+    kind, dot, key = target.partition(".")
+    if not (sep and dot and kind and key):
+        parser.error(f"--set {text!r}: expected KIND.KEY=VALUE")
+    if kind not in KIND_SETTINGS:
+        parser.error(f"--set {text!r}: unknown kind {kind!r}")
+    try:
+        KIND_SETTINGS[kind][key] = json.loads(value)
+    except json.JSONDecodeError:
+        KIND_SETTINGS[kind][key] = value
 
 
 def reasoning_gym_version() -> str:

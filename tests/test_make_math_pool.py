@@ -157,6 +157,8 @@ def test_small_pool_kinds_and_ood(tmp_path: Path) -> None:
         (["--kinds", "chain_sum,not_a_kind"], "unknown kind"),
         (["--size", "3"], "at least the number of kinds"),
         (["--ood-kinds", "chain_sum"], "must not repeat pool kinds"),
+        (["--set", "chain_sum.max_terms"], "expected KIND.KEY=VALUE"),
+        (["--set", "nope.max_terms=2"], "unknown kind"),
     ],
 )
 def test_bad_arguments_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
@@ -165,3 +167,16 @@ def test_bad_arguments_exit_2(tmp_path: Path, args: list[str], message: str) -> 
     assert result.returncode == 2
     assert message in result.stderr
     assert not out.exists()
+
+
+def test_set_overrides_a_generator_setting(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run("--out", str(out), "--size", "20", "--test-size", "5", "--kinds", "chain_sum",
+                 "--set", "chain_sum.max_terms=2", "--set", "chain_sum.max_digits=1")
+    assert result.returncode == 0, result.stderr
+    info = json.loads((out / "pool_info.json").read_text())
+    assert info["settings"]["chain_sum"]["max_terms"] == 2 and info["settings"]["chain_sum"]["max_digits"] == 1
+    for row in read_jsonl(out / "pool.jsonl"):
+        # "State the final answer to the following arithmetic problem: 3 + 6 =": two one-digit terms
+        expression = row["instruction"].rsplit(":", 1)[1].strip(" =")
+        assert len(expression.split()) == 3 and all(len(t) == 1 for t in expression.split()[::2])
