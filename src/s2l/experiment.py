@@ -229,7 +229,11 @@ class Experiment:
         script = self.config.input_path(generate["script"])
         args = [sys.executable, str(script), "--out", str(self.out / "data")]
         for key, value in (generate.get("args") or {}).items():
-            args += [f"--{key}", ",".join(map(str, value)) if isinstance(value, list) else str(value)]
+            if isinstance(value, dict):  # {k: v} → --key k=v, repeated (e.g. make_math_pool's --set)
+                for name, setting in value.items():
+                    args += [f"--{key}", f"{name}={json.dumps(setting)}"]
+            else:
+                args += [f"--{key}", ",".join(map(str, value)) if isinstance(value, list) else str(value)]
         say("generating the data: " + " ".join(args[1:]))
         done = subprocess.run(args, capture_output=True, text=True)
         if done.returncode != 0:
