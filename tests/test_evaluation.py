@@ -221,3 +221,11 @@ def test_evaluate_smollm2(smollm2_dir, test_split, tmp_path):
     # A pretrained instruct model predicts these worked answers far better than chance (ln 49152 = 10.8).
     assert metrics["overall"]["loss"] < 5
     print(f"SmolLM2 on 3 rows: {time.time() - started:.1f} s; completions: {[r['completion'] for r in rows]}")
+
+
+def test_an_answer_followed_by_punctuation_is_a_number():
+    from s2l.evaluation import extract_answer
+
+    assert extract_answer("#### 13\n#### 14, since 15 > 14") == "14"
+    assert extract_answer("#### 7; done") == "7"
+    assert extract_answer("#### 3/4") == "3/4"

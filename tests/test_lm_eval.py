@@ -39,7 +39,7 @@ def test_split(tmp_path):
     ("x = (-3)", "-3"),
     ("total: 2.50", "2.5"),
     ("#### 4.0", "4"),
-    ("#### no number here, but 9 before", "9"),
+    ("#### no number here, but 9 before", "no number here, but 9 before"),  # text after #### is the answer
     ("#### ", ""),
     ("::::", ""),
 ])

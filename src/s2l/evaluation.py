@@ -88,8 +88,8 @@ def _clean(answer: str) -> str:
     """An answer span: a leading number (with at most words after it) normalised, else the text stripped."""
     answer = answer.strip().rstrip(".").strip().removeprefix("$").strip()
     match = _WHOLE.match(answer)
-    # "42", "42 apples" -> 42; but "3/4" or "2x" stay text, since their first number is not the answer.
-    if match and (match.end() == len(answer) or answer[match.end()].isspace()):
+    # "42", "42 apples", "42, since …" -> 42; but "3/4" or "2x" stay text: their first number is not the answer.
+    if match and (match.end() == len(answer) or answer[match.end()].isspace() or answer[match.end()] in ",;:!?)"):
         return normalize_number(match.group())
     return answer
 

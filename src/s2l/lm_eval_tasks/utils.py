@@ -8,43 +8,16 @@ exactly what training taught it to answer.
 
 from __future__ import annotations
 
-import re
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-ANSWER_MARKER = "####"
-# A number: digits with optional thousands commas and decimals ("16", "1,234.5", ".5"), with its minus
-# sign where that cannot be a binary operator (not right after a word character or a closing bracket):
-# "10-3" ends in 3, while "= -3" and "(-3)" end in -3.
-_NUMBER = re.compile(r"(?:(?<![\w)\]])-)?(?:\d[\d,]*)?\.?\d+")
-
-
-def normalize_number(text: str) -> str:
-    """One spelling per number: commas dropped, "13.0" -> "13", "-0" -> "0", "0.50" -> "0.5".
-    Text that is not a number comes back stripped of commas and surrounding whitespace."""
-    text = text.strip().replace(",", "")
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        return text
-    if not value.is_finite():
-        return text
-    if value == value.to_integral_value():
-        return str(int(value))
-    return format(value.normalize(), "f")
+from s2l.evaluation import extract_answer as _final_answer
 
 
 def extract_answer(completion: str) -> str:
-    """The final answer in a completion: the first number after the last "####", else the last number
-    anywhere in it; commas removed and normalised. "" when the completion holds no number."""
-    _, marker, tail = completion.rpartition(ANSWER_MARKER)
-    if marker:
-        found = _NUMBER.search(tail)
-        if found:
-            return normalize_number(found.group())
-    numbers = _NUMBER.findall(completion)
-    return normalize_number(numbers[-1]) if numbers else ""
+    """The final answer in a completion, found and normalised exactly as `s2l evaluate` does
+    (after the last "####", else the last \\boxed{}, else the last number); "" when there is none."""
+    return _final_answer(completion) or ""
 
 
 def extract_answers(resps: list[list[str]], docs: list[dict]) -> list[list[str]]:
@@ -72,7 +45,7 @@ def read_rows(test_file: str | Path, template: str | None = "alpaca") -> list[di
     for record in records:
         example = to_example(path, record, fmt, str(record.index), prompt_template)
         answer = record.data.get("answer")
-        answer = normalize_number(str(answer)) if answer is not None else extract_answer(example.response)
+        answer = (extract_answer(str(answer)) or str(answer).strip()) if answer is not None else extract_answer(example.response)
         if not answer:
             raise InputError("no gold answer: the record has no 'answer' field and its output has no number "
                              f"after {ANSWER_MARKER}", path, record.line)
