@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from s2l.errors import InputError
-from s2l.io import write_bytes_atomic, write_json_atomic
+from s2l.io import directory_lock, write_bytes_atomic, write_json_atomic
 from s2l.progress import console, say
 
 FULL = "full"
@@ -207,7 +207,10 @@ class Experiment:
     def run(self) -> list[dict]:
         started = time.perf_counter()
         self.check()
-        self.out.mkdir(parents=True, exist_ok=True)
+        with directory_lock(self.out):  # one experiment per output directory
+            return self._run(started)
+
+    def _run(self, started: float) -> list[dict]:
         self._generate_data()
         proxy_run = self._record("proxy", self.config.proxy)
         target_run = self._record("target", self.config.target) if self.config.target.get("trajectories") else None

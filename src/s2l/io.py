@@ -7,9 +7,13 @@ run never leaves a half-written file that looks whole.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import socket
+import sys
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -58,3 +62,59 @@ def fingerprint_path(path: str | Path) -> str:
         digest.update(str(child.relative_to(path)).encode("utf-8") + b"\0")
         digest.update(sha256_file(child).encode("ascii"))
     return digest.hexdigest()
+
+
+LOCK_NAME = ".s2l.lock"
+
+
+@contextlib.contextmanager
+def directory_lock(root: str | Path) -> Iterator[None]:
+    """Hold `root/.s2l.lock` while writing into `root`; a second writer is refused, naming the holder.
+
+    The lock is an flock, so the kernel drops it when its holder dies however it dies. The file keeps
+    the holder's pid and command while held and is emptied on release, so a file still naming a holder
+    when the lock is free was left by a killed process: it is taken over, and said so.
+    """
+    from s2l.errors import InputError
+    from s2l.progress import say
+
+    root = Path(root)
+    made_root = not root.exists()
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / LOCK_NAME
+    made_file = not path.exists()
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _lock_holder(path)
+        os.close(fd)
+        raise InputError(f"another s2l process is writing here (pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
+                         f"`{holder.get('command', '?')}`, since {holder.get('since', '?')}); wait for it or stop it",
+                         root) from None
+    try:
+        stale = _lock_holder(path)
+        if stale:
+            say(f"{root}: taking over the lock left by pid {stale.get('pid')} (`{stale.get('command')}`), "
+                "which stopped without releasing it")
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv)[:300],
+                  "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode("utf-8"), 0)
+        yield
+    except BaseException:
+        if made_file:  # refused or failed before writing anything: leave the directory as it was
+            path.unlink(missing_ok=True)
+            if made_root and not any(root.iterdir()):
+                root.rmdir()
+        raise
+    finally:
+        os.ftruncate(fd, 0)  # released cleanly: an empty file
+        os.close(fd)  # closing drops the flock
+
+
+def _lock_holder(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8") or "{}")
+    except (OSError, json.JSONDecodeError):
+        return {}

@@ -25,4 +25,4 @@ def make_progress(disable: bool = False) -> Progress:
 
 
 def say(message: str) -> None:
-    console.print(message)
+    console.print(message, soft_wrap=True)  # long paths stay whole and copyable

@@ -27,7 +27,7 @@ import torch
 from s2l import __version__
 from s2l.data import Pool, PromptTemplate, TokenizedExample, load_pool, tokenize_examples
 from s2l.errors import InputError
-from s2l.io import write_json_atomic
+from s2l.io import directory_lock, write_json_atomic
 from s2l.models import default_device, load_model, load_tokenizer, resolve, revision, torch_dtype
 from s2l.progress import make_progress, say
 from s2l.trajectories.scoring import score_examples, token_losses, pad_batch
@@ -317,20 +317,21 @@ def record(data: str | Path, proxy: str, out: str | Path, config: RecordConfig |
     # Neither changes the numbers, so a resumed run may set them otherwise.
     for setting in ("keep_checkpoints", "resume_state"):
         manifest["training"].pop(setting)
-    store = TrajectoryStore(out)
-    manifest = store.open_or_create(manifest)
-    store.write_examples(examples_table(pool, tokenized))
-    report_exclusions(manifest)
-    if manifest.get("complete"):
-        say(f"{out}: already complete ({len(plan)} snapshots); nothing to do")
-        return store
+    with directory_lock(out):  # one writer per run directory
+        store = TrajectoryStore(out)
+        manifest = store.open_or_create(manifest)
+        store.write_examples(examples_table(pool, tokenized))
+        report_exclusions(manifest)
+        if manifest.get("complete"):
+            say(f"{out}: already complete ({len(plan)} snapshots); nothing to do")
+            return store
 
-    started = time.time()
-    _train_and_score(store, manifest, model_path, tok, tokenized, trainable, config, score_config, device, show_progress)
-    for leftover in store.root.glob("train_state-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
-    store.update_manifest(complete=True, wall_seconds=round(time.time() - started, 1))
-    return store
+        started = time.time()
+        _train_and_score(store, manifest, model_path, tok, tokenized, trainable, config, score_config, device, show_progress)
+        for leftover in store.root.glob("train_state-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        store.update_manifest(complete=True, wall_seconds=round(time.time() - started, 1))
+        return store
 
 
 # -- score existing checkpoints -------------------------------------------------------------------------
@@ -370,17 +371,18 @@ def score(data: str | Path, checkpoints: Sequence[str], out: str | Path, data_co
     manifest = base_manifest("score", pool, tokenized, data_config, score_config, tokenizer or paths[-1])
     manifest.update({"model": [str(c) for c in checkpoints], "model_revision": [m["revision"] for m in metas],
                      "training": None, "snapshots": metas})
-    store = TrajectoryStore(out)
-    manifest = store.open_or_create(manifest)
-    store.write_examples(examples_table(pool, tokenized))
-    report_exclusions(manifest)
-    started = time.time()
-    with make_progress(disable=not show_progress) as progress:
-        for k, path in enumerate(paths):
-            if not store.missing_shards(k, manifest["n_shards"]):
-                continue
-            model = load_model(path, score_config.dtype, device)
-            score_snapshot(model, tokenized, store, k, score_config, progress)
-            del model
-    store.update_manifest(complete=True, wall_seconds=round(time.time() - started, 1))
-    return store
+    with directory_lock(out):  # one writer per run directory
+        store = TrajectoryStore(out)
+        manifest = store.open_or_create(manifest)
+        store.write_examples(examples_table(pool, tokenized))
+        report_exclusions(manifest)
+        started = time.time()
+        with make_progress(disable=not show_progress) as progress:
+            for k, path in enumerate(paths):
+                if not store.missing_shards(k, manifest["n_shards"]):
+                    continue
+                model = load_model(path, score_config.dtype, device)
+                score_snapshot(model, tokenized, store, k, score_config, progress)
+                del model
+        store.update_manifest(complete=True, wall_seconds=round(time.time() - started, 1))
+        return store

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from s2l.errors import InputError
-from s2l.io import atomic_path, sha256_file, write_json_atomic
+from s2l.io import LOCK_NAME, atomic_path, sha256_file, write_json_atomic
 from s2l.trajectories.matrix import Trajectories
 
 # Settings that change the numbers: a run directory refuses to resume under different ones.
@@ -57,7 +57,7 @@ class TrajectoryStore:
                     "this run directory was made with different settings (" + ", ".join(differ) +
                     "); resume with the same ones, or choose another --out", self.root)
             return existing
-        if self.root.exists() and any(self.root.iterdir()):
+        if self.root.exists() and any(p.name != LOCK_NAME for p in self.root.iterdir()):
             raise InputError("the output directory exists and is not a trajectory run; choose another --out", self.root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.write_manifest(manifest)

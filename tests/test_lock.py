@@ -1,0 +1,77 @@
+"""One writer per run directory: a second is refused naming the holder; a killed holder's lock is taken over."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from s2l.errors import InputError
+from s2l.io import LOCK_NAME, directory_lock
+
+HOLD = """
+import sys, time
+from s2l.io import directory_lock
+with directory_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def hold_in_child(root: Path) -> subprocess.Popen:
+    child = subprocess.Popen([sys.executable, "-c", HOLD, str(root)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "held"
+    return child
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
+    child = hold_in_child(tmp_path / "run")
+    try:
+        with pytest.raises(InputError, match=f"pid {child.pid}") as refused:
+            with directory_lock(tmp_path / "run"):
+                pass
+        assert "another s2l process is writing here" in str(refused.value)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_killed_holders_lock_is_taken_over(tmp_path, capsys):
+    root = tmp_path / "run"
+    child = hold_in_child(root)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert json.loads((root / LOCK_NAME).read_text())["pid"] == child.pid  # left behind
+    with directory_lock(root):
+        assert json.loads((root / LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert "taking over the lock left by pid" in capsys.readouterr().err
+    assert (root / LOCK_NAME).read_text() == ""  # released cleanly
+
+
+def test_a_failed_first_write_leaves_nothing_behind(tmp_path):
+    root = tmp_path / "new"
+    with pytest.raises(RuntimeError):
+        with directory_lock(root):
+            raise RuntimeError("refused before writing")
+    assert not root.exists()
+
+
+def test_record_refuses_a_run_directory_in_use(tiny_model_dir, math_pool, tmp_path):
+    from s2l.trajectories.record import RecordConfig, record
+
+    root = tmp_path / "run"
+    child = hold_in_child(root)
+    try:
+        with pytest.raises(InputError, match="another s2l process"):
+            record(math_pool, str(tiny_model_dir), root, RecordConfig(epochs=1, snapshots=1, precision="float32"),
+                   show_progress=False)
+        assert not (root / "manifest.json").exists()
+    finally:
+        child.kill()
+        child.wait()
