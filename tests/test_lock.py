@@ -75,3 +75,21 @@ def test_record_refuses_a_run_directory_in_use(tiny_model_dir, math_pool, tmp_pa
     finally:
         child.kill()
         child.wait()
+
+
+def test_an_unwritable_output_fails_before_any_work(tiny_model_dir, math_pool, tmp_path):
+    from s2l.io import check_writable
+    from s2l.trajectories.record import RecordConfig, record
+
+    if os.geteuid() == 0:  # root writes anywhere; use a file where a folder is needed instead
+        blocker = tmp_path / "file"
+        blocker.write_text("not a folder")
+        with pytest.raises(InputError, match="is a file, not a folder"):
+            record(math_pool, str(tiny_model_dir), blocker / "run", RecordConfig(epochs=1, snapshots=1), show_progress=False)
+    else:
+        locked = tmp_path / "ro"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(InputError, match="not writable"):
+            record(math_pool, str(tiny_model_dir), locked / "run", RecordConfig(epochs=1, snapshots=1), show_progress=False)
+    with pytest.raises(InputError, match="recording needs about .* GiB and only .* is free there"):
+        check_writable(tmp_path / "run", 2**60, "recording")

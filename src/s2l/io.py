@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import socket
 import sys
 import time
@@ -118,3 +119,31 @@ def _lock_holder(path: Path) -> dict:
         return json.loads(path.read_text(encoding="utf-8") or "{}")
     except (OSError, json.JSONDecodeError):
         return {}
+
+
+def check_writable(path: str | Path, need_bytes: int = 0, what: str = "this run") -> None:
+    """Fail now, not hours in: `path` (or the folder it will be made in) must be writable and its disk
+    must have `need_bytes` free (an estimate the caller makes)."""
+    from s2l.errors import InputError
+
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{existing} is a file, not a folder", path)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write here: {existing} is not writable", path)
+    free = shutil.disk_usage(existing).free
+    if need_bytes > free:
+        raise InputError(f"{what} needs about {_gib(need_bytes)} and only {_gib(free)} is free there", path)
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**29 else f"{n / 2**20:.0f} MiB"
+
+
+def folder_bytes(path: str | Path, pattern: str = "*") -> int:
+    """Total size of the files matching `pattern` in a folder (0 for a hub id or a missing folder)."""
+    path = Path(path)
+    return sum(f.stat().st_size for f in path.glob(pattern) if f.is_file()) if path.is_dir() else 0

@@ -27,7 +27,7 @@ import torch
 from s2l import __version__
 from s2l.data import Pool, PromptTemplate, TokenizedExample, load_pool, tokenize_examples
 from s2l.errors import InputError
-from s2l.io import directory_lock, write_json_atomic
+from s2l.io import check_writable, directory_lock, folder_bytes, write_json_atomic
 from s2l.models import default_device, load_model, load_tokenizer, resolve, revision, torch_dtype
 from s2l.progress import make_progress, say
 from s2l.trajectories.scoring import score_examples, token_losses, pad_batch
@@ -317,6 +317,11 @@ def record(data: str | Path, proxy: str, out: str | Path, config: RecordConfig |
     # Neither changes the numbers, so a resumed run may set them otherwise.
     for setting in ("keep_checkpoints", "resume_state"):
         manifest["training"].pop(setting)
+    # Disk, known up front: the resume state (weights and two AdamW moments, old and new copies briefly),
+    # kept checkpoints, and the cells.
+    weights = folder_bytes(model_path, "*.safetensors")
+    need = (6 * weights if config.resume_state else 0) + (len(plan) * weights if config.keep_checkpoints else 0)
+    check_writable(out, need + len(plan) * len(tokenized) * 64, "recording")
     with directory_lock(out):  # one writer per run directory
         store = TrajectoryStore(out)
         manifest = store.open_or_create(manifest)
@@ -371,6 +376,7 @@ def score(data: str | Path, checkpoints: Sequence[str], out: str | Path, data_co
     manifest = base_manifest("score", pool, tokenized, data_config, score_config, tokenizer or paths[-1])
     manifest.update({"model": [str(c) for c in checkpoints], "model_revision": [m["revision"] for m in metas],
                      "training": None, "snapshots": metas})
+    check_writable(out, len(paths) * len(tokenized) * 64, "scoring")
     with directory_lock(out):  # one writer per run directory
         store = TrajectoryStore(out)
         manifest = store.open_or_create(manifest)
