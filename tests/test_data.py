@@ -746,7 +746,8 @@ def test_jsonl_round_trip_and_stable_ids(records, seed, ascii_only):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rows=st.lists(st.fixed_dictionaries({"instruction": TEXT, "output": TEXT}, optional={"input": TEXT, "extra": TEXT}),
+@given(rows=st.lists(st.fixed_dictionaries({"instruction": TEXT.filter(str.strip), "output": TEXT.filter(str.strip)},
+                                           optional={"input": TEXT, "extra": TEXT}),
                      min_size=1, max_size=6))
 def test_pool_ids_are_content_ids_and_duplicates_collapse(rows):
     with tempfile.TemporaryDirectory() as folder:

@@ -98,6 +98,8 @@ def _text_field(path: Path, record: Record, name: str, required: bool = True) ->
     value = record.data[name]
     if not isinstance(value, str):
         raise record_error(path, record, f"field {name!r} must be a string, got {type(value).__name__}")
+    if required and not value.strip():  # an empty request or answer teaches nothing but noise
+        raise record_error(path, record, f"field {name!r} is empty")
     return value
 
 
@@ -124,6 +126,8 @@ def _messages(path: Path, record: Record) -> tuple[tuple[str, str], ...]:
         turns.append((role, content))
     if not any(role == "assistant" for role, _ in turns):
         raise record_error(path, record, "the conversation has no assistant turn, so nothing to learn")
+    if not any(role == "assistant" and content.strip() for role, content in turns):
+        raise record_error(path, record, "every assistant turn is empty, so nothing to learn")
     return tuple(turns)
 
 

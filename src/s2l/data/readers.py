@@ -72,12 +72,19 @@ def _expect_object(path: Path, line_no: int | None, value: Any, index: int) -> d
     return value
 
 
+MAX_LINE_BYTES = 64 << 20  # one record; a longer line is refused without reading it whole
+
+
 def _read_jsonl(path: Path) -> list[Record]:
     records: list[Record] = []
     with open(path, "rb") as f:
-        for line_no, raw in enumerate(f, start=1):
+        for line_no, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), start=1):
+            if len(raw) > MAX_LINE_BYTES:
+                raise InputError(f"line is longer than {MAX_LINE_BYTES >> 20} MiB; is this a JSON Lines file "
+                                 "(one record per line)?", path, line_no)
             if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raise InputError("file starts with a UTF-8 byte-order mark (BOM); save it as plain UTF-8", path, 1)
+            complete = raw.endswith(b"\n")
             raw = raw.rstrip(b"\r\n")
             text = _decode(path, line_no, raw)
             if not text.strip():
@@ -85,7 +92,8 @@ def _read_jsonl(path: Path) -> list[Record]:
             try:
                 value = json.loads(text)
             except json.JSONDecodeError as e:
-                raise InputError(f"not valid JSON: {e.msg} (column {e.colno})", path, line_no) from None
+                hint = "" if complete else "; the last line has no newline: was the file cut short?"
+                raise InputError(f"not valid JSON: {e.msg} (column {e.colno}){hint}", path, line_no) from None
             data = _expect_object(path, line_no, value, len(records))
             records.append(Record(data, len(records), line_no, raw))
     return records
