@@ -66,6 +66,16 @@ def test_same_settings_give_the_same_numbers(tiny_run, tiny_model_dir, math_pool
     again = record(math_pool, str(tiny_model_dir), tmp_path / "again", RecordConfig(**FAST),
                    score_config=ScoreConfig(shard_size=16), show_progress=False)
     np.testing.assert_array_equal(again.load().losses, tiny_run.load().losses)
+    # Byte for byte: every cell, its marker and the examples table; the manifest differs only in wall time.
+    files = sorted(p.relative_to(tiny_run.root) for p in tiny_run.root.rglob("*") if p.is_file() and p.name != ".s2l.lock")
+    assert files == sorted(p.relative_to(again.root) for p in again.root.rglob("*") if p.is_file() and p.name != ".s2l.lock")
+    for name in files:
+        if name.name != "manifest.json":
+            assert (tiny_run.root / name).read_bytes() == (again.root / name).read_bytes(), name
+    first, second = tiny_run.manifest, again.manifest
+    first.pop("wall_seconds"), second.pop("wall_seconds")
+    assert first == second
+    assert first["environment"]["torch_threads"] >= 1
 
 
 def test_killed_record_resumes_to_the_same_numbers(tiny_run, tiny_model_dir, math_pool, tmp_path):

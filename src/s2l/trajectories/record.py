@@ -101,6 +101,16 @@ def exclusion_report(pool: Pool, tokenized: Sequence[TokenizedExample]) -> dict:
     }
 
 
+def environment() -> dict:
+    import platform
+
+    import transformers
+
+    return {"python": platform.python_version(), "transformers": transformers.__version__,
+            "numpy": np.__version__, "torch_threads": torch.get_num_threads(),
+            "device": default_device(), "machine": platform.machine()}
+
+
 def base_manifest(kind: str, pool: Pool, tokenized, data_config: DataConfig, score_config: ScoreConfig,
                   tokenizer_name: str) -> dict:
     n = len(pool.examples)
@@ -108,6 +118,9 @@ def base_manifest(kind: str, pool: Pool, tokenized, data_config: DataConfig, sco
         "kind": kind,
         "s2l_version": __version__,
         "torch_version": torch.__version__,
+        # What else can move the last bits of a loss: library versions and the CPU thread count
+        # (reduction order); not identity keys, so a resumed run may differ in them.
+        "environment": environment(),
         "dataset": pool.summary(),
         "dataset_fingerprint": pool.fingerprint,
         "format": pool.format,
