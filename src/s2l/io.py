@@ -19,6 +19,28 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+# Fault injection for tests: with S2L_FAULT_AFTER=N the process kills itself with SIGKILL at the N-th
+# fault point it passes (a file written but not yet renamed into place, a training step, a scoring batch),
+# so a test can stop a run exactly where real crashes hurt. S2L_FAULT_TRACE=FILE appends each point's name.
+_FAULT_AFTER = int(os.environ.get("S2L_FAULT_AFTER") or 0)
+_FAULT_TRACE = os.environ.get("S2L_FAULT_TRACE")
+_faults_passed = 0
+
+
+def fault_point(name: str) -> None:
+    global _faults_passed
+    if not (_FAULT_AFTER or _FAULT_TRACE):
+        return
+    _faults_passed += 1
+    if _FAULT_TRACE:
+        with open(_FAULT_TRACE, "a", encoding="utf-8") as f:
+            f.write(name + "\n")
+    if _faults_passed == _FAULT_AFTER:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is fsynced and renamed onto `path`."""
@@ -27,6 +49,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         yield tmp
+        fault_point(f"written, not renamed: {path.name}")
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -27,7 +27,7 @@ import torch
 from s2l import __version__
 from s2l.data import Pool, PromptTemplate, TokenizedExample, load_pool, tokenize_examples
 from s2l.errors import InputError
-from s2l.io import check_writable, directory_lock, folder_bytes, write_json_atomic
+from s2l.io import check_writable, directory_lock, fault_point, folder_bytes, write_json_atomic
 from s2l.models import default_device, load_model, load_tokenizer, resolve, revision, torch_dtype
 from s2l.progress import make_progress, say
 from s2l.trajectories.scoring import score_examples, token_losses, pad_batch
@@ -166,9 +166,12 @@ def score_snapshot(model, tokenized: Sequence[TokenizedExample], store: Trajecto
     task = progress.add_task(f"scoring snapshot {snapshot}", total=todo, info="") if progress else None
     for shard in missing:
         members = tokenized[shard * config.shard_size:(shard + 1) * config.shard_size]
-        losses, n_tokens = score_examples(
-            scorer, members, config.max_batch_tokens, config.max_batch_size,
-            on_batch=(lambda k: progress.advance(task, k)) if progress else None)
+        def on_batch(k: int) -> None:
+            fault_point("scoring batch")  # mid-cell
+            if progress:
+                progress.advance(task, k)
+
+        losses, n_tokens = score_examples(scorer, members, config.max_batch_tokens, config.max_batch_size, on_batch)
         store.write_cell(snapshot, shard, [t.example_id for t in members], losses, n_tokens)
     if progress:
         progress.update(task, completed=todo)
@@ -288,6 +291,7 @@ def _train_and_score(store: TrajectoryStore, manifest: dict, model_path: str, to
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
+            fault_point("training step")
             progress.update(train_task, completed=step, info=f"epoch {epoch + 1} loss {loss.item():.3f}")
             if step in snapshot_at:
                 at_snapshot(snapshot_at[step])
@@ -338,6 +342,7 @@ def record(data: str | Path, proxy: str, out: str | Path, config: RecordConfig |
     with directory_lock(out):  # one writer per run directory
         store = TrajectoryStore(out)
         manifest = store.open_or_create(manifest)
+        store.remove_leftovers()  # half-written files of a killed run (never trusted: they have no marker)
         store.write_examples(examples_table(pool, tokenized))
         report_exclusions(manifest)
         if manifest.get("complete"):
@@ -393,6 +398,7 @@ def score(data: str | Path, checkpoints: Sequence[str], out: str | Path, data_co
     with directory_lock(out):  # one writer per run directory
         store = TrajectoryStore(out)
         manifest = store.open_or_create(manifest)
+        store.remove_leftovers()  # half-written files of a killed run (never trusted: they have no marker)
         store.write_examples(examples_table(pool, tokenized))
         report_exclusions(manifest)
         started = time.time()

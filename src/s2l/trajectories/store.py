@@ -57,11 +57,21 @@ class TrajectoryStore:
                     "this run directory was made with different settings (" + ", ".join(differ) +
                     "); resume with the same ones, or choose another --out", self.root)
             return existing
-        if self.root.exists() and any(p.name != LOCK_NAME for p in self.root.iterdir()):
+        # A new run's folder may hold our lock and the first manifest a killed run was writing.
+        ours = lambda p: p.name == LOCK_NAME or p.name.startswith(".manifest.json.tmp-")  # noqa: E731
+        if self.root.exists() and any(not ours(p) for p in self.root.iterdir()):
             raise InputError("the output directory exists and is not a trajectory run; choose another --out", self.root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.write_manifest(manifest)
         return manifest
+
+    def remove_leftovers(self) -> int:
+        """Delete temporary files a killed writer left (`.NAME.tmp-PID`); call it holding the directory lock,
+        when no other writer can be mid-write. Returns how many were removed."""
+        leftovers = [p for p in self.root.rglob(".*.tmp-*") if p.is_file()]
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        return len(leftovers)
 
     def update_manifest(self, **changes: Any) -> None:
         manifest = self.manifest
