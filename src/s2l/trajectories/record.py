@@ -178,6 +178,16 @@ def score_snapshot(model, tokenized: Sequence[TokenizedExample], store: Trajecto
     del scorer
 
 
+def _open_store(out, manifest: dict, pool: Pool, tokenized) -> tuple[TrajectoryStore, dict]:
+    """Create the run directory, or reopen it after checking its settings; call it holding the lock."""
+    store = TrajectoryStore(out)
+    manifest = store.open_or_create(manifest)
+    store.remove_leftovers()  # half-written files of a killed run (never trusted: they have no marker)
+    store.write_examples(examples_table(pool, tokenized))
+    report_exclusions(manifest)
+    return store, manifest
+
+
 # -- the snapshot plan ----------------------------------------------------------------------------------
 def snapshot_plan(total_steps: int, steps_per_epoch: int, snapshots: int, epoch_snapshots: bool) -> list[dict]:
     """Snapshot 0 is the base model; then `snapshots` steps spread evenly over the run, plus epoch ends."""
@@ -340,11 +350,7 @@ def record(data: str | Path, proxy: str, out: str | Path, config: RecordConfig |
     need = (6 * weights if config.resume_state else 0) + (len(plan) * weights if config.keep_checkpoints else 0)
     check_writable(out, need + len(plan) * len(tokenized) * 64, "recording")
     with directory_lock(out):  # one writer per run directory
-        store = TrajectoryStore(out)
-        manifest = store.open_or_create(manifest)
-        store.remove_leftovers()  # half-written files of a killed run (never trusted: they have no marker)
-        store.write_examples(examples_table(pool, tokenized))
-        report_exclusions(manifest)
+        store, manifest = _open_store(out, manifest, pool, tokenized)
         if manifest.get("complete"):
             say(f"{out}: already complete ({len(plan)} snapshots); nothing to do")
             return store
@@ -396,11 +402,7 @@ def score(data: str | Path, checkpoints: Sequence[str], out: str | Path, data_co
                      "training": None, "snapshots": metas})
     check_writable(out, len(paths) * len(tokenized) * 64, "scoring")
     with directory_lock(out):  # one writer per run directory
-        store = TrajectoryStore(out)
-        manifest = store.open_or_create(manifest)
-        store.remove_leftovers()  # half-written files of a killed run (never trusted: they have no marker)
-        store.write_examples(examples_table(pool, tokenized))
-        report_exclusions(manifest)
+        store, manifest = _open_store(out, manifest, pool, tokenized)
         started = time.time()
         with make_progress(disable=not show_progress) as progress:
             for k, path in enumerate(paths):
