@@ -248,28 +248,13 @@ def final_losses(run: Run) -> np.ndarray:
 
 # -- proxy -> target -------------------------------------------------------------------------------------
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman's rank correlation (average ranks for ties); NaN with fewer than 3 pairs or no spread."""
+    """Spearman's rank correlation (scipy's, ties averaged); NaN with fewer than 3 pairs or no spread."""
+    from scipy.stats import spearmanr
+
     x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(x) < 3:
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan")
-    rx, ry = average_ranks(x), average_ranks(y)
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    denominator = np.sqrt((rx * rx).sum() * (ry * ry).sum())
-    return float((rx * ry).sum() / denominator) if denominator > 0 else float("nan")
-
-
-def average_ranks(values: np.ndarray) -> np.ndarray:
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(1, len(values) + 1)
-    sorted_values = values[order]
-    # Ties share the mean of their ranks.
-    starts = np.flatnonzero(np.concatenate([[True], sorted_values[1:] != sorted_values[:-1]]))
-    ends = np.concatenate([starts[1:], [len(values)]])
-    for s, e in zip(starts, ends):
-        if e - s > 1:
-            ranks[order[s:e]] = (s + 1 + e) / 2.0
-    return ranks
+    return float(spearmanr(x, y).statistic)
 
 
 @dataclass

@@ -107,22 +107,21 @@ class LearningPercentage(RankingSelector):
             self._fit_diversity(t, embeddings, texts)
 
     def _fit_diversity(self, t: Trajectories, embeddings, texts) -> None:
-        if embeddings is None:
-            if texts is None:
-                raise InputError("the diversity layer needs the examples' texts or embeddings "
-                                 "(fit(..., texts=...) or embeddings=...); or turn it off with --no-diversity", "--diversity")
+        rows = self._selectable_rows()  # only these are clustered (and embedded)
+        if embeddings is not None:
+            embeddings = np.asarray(embeddings, dtype=np.float32)
+            if len(embeddings) != len(t.ids):
+                raise InputError(f"{len(embeddings)} embeddings for {len(t.ids)} examples", "--embeddings")
+            vectors = embeddings[rows]
+        elif texts is not None:
             from s2l.selection.embed import cached_embed_texts
 
-            rows = self._selectable_rows()
             vectors = cached_embed_texts([texts[i] for i in rows], model=self.embedding_model)
-            embeddings = np.zeros((len(t.ids), vectors.shape[1]), dtype=np.float32)
-            embeddings[rows] = vectors
-        embeddings = np.asarray(embeddings, dtype=np.float32)
-        if len(embeddings) != len(t.ids):
-            raise InputError(f"{len(embeddings)} embeddings for {len(t.ids)} examples", "--embeddings")
-        rows = self._selectable_rows()
+        else:
+            raise InputError("the diversity layer needs the examples' texts or embeddings "
+                             "(fit(..., texts=...) or embeddings=...); or turn it off with --no-diversity", "--diversity")
         k = self.diversity_clusters or min(1000, max(1, len(rows) // EXAMPLES_PER_CLUSTER))
-        result = kmeans(embeddings[rows], k, seed=self.seed)
+        result = kmeans(vectors, k, seed=self.seed)
         self.diversity_clusters_ = len(result.centers)
         self.labels_[rows] = result.labels
         self.cluster_centers_ = result.centers
