@@ -12,6 +12,7 @@ and renamed into place, so a failed or killed selection leaves no partial output
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import shutil
 import time
@@ -79,11 +80,18 @@ def prepare_out(out: Path, force: bool) -> None:
         if not force:
             raise InputError("the output directory exists and is not empty; choose another --out, or --force to replace "
                              "a previous selection", out)
-        if not (out / "manifest.json").is_file() or '"kind": "selection"' not in (out / "manifest.json").read_text():
+        if _manifest_kind(out / "manifest.json") != "selection":
             raise InputError("--force replaces only a previous selection directory, and this is not one", out)
     parent = out.parent if str(out.parent) else Path(".")
     if parent.exists() and not os.access(parent, os.W_OK):
         raise InputError("cannot write here (permission denied)", parent)
+
+
+def _manifest_kind(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def align(loaded: LoadedTrajectories, pool: Pool) -> tuple[Trajectories, np.ndarray]:
