@@ -152,12 +152,7 @@ def cluster_means_figure(losses: np.ndarray, x: np.ndarray, x_label: str, cluste
     axes[0].set_xlim(x[0] - 0.04 * span, x[-1] + (0.30 if len(groups) > 1 else 0.14) * span)
     for ax in axes[: len(groups)]:
         _label_line_ends(ax, x[-1] + 0.03 * span, [e for e in ends if e[0] is ax], log)
-    for i, ax in enumerate(axes[: len(groups)]):
-        if i + cols >= len(groups):
-            ax.set_xlabel(x_label)
-            ax.tick_params(labelbottom=True)
-        if i % cols == 0:
-            ax.set_ylabel("mean response loss" + (" (log)" if log else ""))
+    _label_grid(axes[: len(groups)], cols, x_label, "mean response loss" + (" (log)" if log else ""))
     fig.suptitle("Mean loss trajectory of each cluster, labelled with its size (band: 25–75% of its members)",
                  fontsize=13)
     return png(fig)
@@ -226,12 +221,7 @@ def cluster_samples_figure(losses: np.ndarray, x: np.ndarray, x_label: str, clus
         else:
             pad = 0.05 * (hi - lo or 1.0)
             axes[0].set_ylim(lo - pad, hi + pad)
-    for i, ax in enumerate(axes[: len(panels)]):
-        if i + cols >= len(panels):
-            ax.set_xlabel(x_label)
-            ax.tick_params(labelbottom=True)
-        if i % cols == 0:
-            ax.set_ylabel("loss" + (" (log)" if log else ""))
+    _label_grid(axes[: len(panels)], cols, x_label, "loss" + (" (log)" if log else ""))
     fig.suptitle("Individual trajectories (thin, the cluster's colour) and the cluster mean (black)", fontsize=13)
     return png(fig), panels
 
@@ -415,3 +405,13 @@ def agreement_figure(ag: Agreement, proxy: str, target: str) -> bytes:
         ax.set_title(f"{what}: Spearman ρ = {rho:.3f} (n = {len(a)})")
     fig.suptitle("Proxy → target agreement on the same examples", fontsize=13)
     return png(fig)
+
+
+def _label_grid(axes, cols: int, x_label: str, y_label: str) -> None:
+    """Small multiples: x labels on the bottom panel of each column, y labels on the first of each row."""
+    for i, ax in enumerate(axes):
+        if i + cols >= len(axes):
+            ax.set_xlabel(x_label)
+            ax.tick_params(labelbottom=True)
+        if i % cols == 0:
+            ax.set_ylabel(y_label)
