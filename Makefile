@@ -46,7 +46,7 @@ quickstart: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# The fault-injection test at full strength: 21 SIGKILLs spread over a record run (minutes).
+# The fault-injection tests at full strength: 21 SIGKILLs each spread over record, score and experiment runs (minutes).
 test-faults: $(STAMP)
 	S2L_FAULT_TRIALS=21 $(BIN)/python -m pytest -q tests/test_faults.py
 

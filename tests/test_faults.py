@@ -1,30 +1,29 @@
-"""Fault injection: `s2l record` killed with SIGKILL at points spread over a run (between training steps,
-mid-cell, with a file written but not renamed into place) resumes to a store identical to an uninterrupted
-run's, with no cell missing, duplicated or half-written."""
+"""Fault injection: `s2l record`, `s2l score` and `s2l experiment` killed with SIGKILL at points spread over
+a run (between training steps, mid-cell, mid-generation, with a file written but not renamed into place)
+resume to the outputs of an uninterrupted run, with no cell missing, duplicated or half-written."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
+import yaml
 
-from conftest import FAST
+from conftest import FAST, make_pool
 
-# Each trial starts a Python process, so 20 take minutes: `make test` runs one trial per kind of point,
-# `make test-faults` runs 21 (S2L_FAULT_TRIALS=21).
+# Each trial starts two Python processes, so 20 take minutes: `make test` runs a few trials per command,
+# `make test-faults` runs 21 of each (S2L_FAULT_TRIALS=21).
 TRIALS = int(os.environ.get("S2L_FAULT_TRIALS", "3"))
-
-
-def record_command(tiny_model_dir: Path, pool: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "s2l.cli", "record", "--data", str(pool), "--proxy", str(tiny_model_dir),
-            "--out", str(out), "--epochs", str(FAST["epochs"]), "--snapshots", str(FAST["snapshots"]),
-            "--batch-size", str(FAST["batch_size"]), "--lr", str(FAST["learning_rate"]), "--precision", "float32",
-            "--shard-size", "16", "--no-progress"]
+S2L = [sys.executable, "-m", "s2l.cli"]
 
 
 def store_files(root: Path) -> dict[str, bytes]:
@@ -33,33 +32,132 @@ def store_files(root: Path) -> dict[str, bytes]:
             if p.is_file() and p.name not in ("manifest.json", ".s2l.lock")}
 
 
-def test_record_killed_anywhere_resumes_to_the_same_store(tiny_model_dir, math_pool, tmp_path):
-    from s2l.trajectories import TrajectoryStore
-
-    reference = tmp_path / "reference"
-    trace = tmp_path / "trace.txt"
-    env = {**os.environ, "S2L_FAULT_TRACE": str(trace)}
-    subprocess.run(record_command(tiny_model_dir, math_pool, reference), env=env, check=True, capture_output=True)
-    points = trace.read_text().splitlines()
-    expected = store_files(reference)
-    kinds = Counter(p.split(":")[0] for p in points)
-    assert {"training step", "scoring batch", "written, not renamed"} <= set(kinds), kinds
-
-    # Trials spread evenly over each kind of point in turn, so every kind is hit.
-    by_kind = {kind: [i + 1 for i, p in enumerate(points) if p.split(":")[0] == kind] for kind in sorted(kinds)}
+def trial_points(points: list[str], trials: int) -> list[int]:
+    """1-based positions of `trials` fault points, spread evenly over each kind of point in turn."""
+    kinds = sorted({p.split(":")[0] for p in points})
+    by_kind = {kind: [i + 1 for i, p in enumerate(points) if p.split(":")[0] == kind] for kind in kinds}
     chosen = []
     for k, (kind, positions) in enumerate(by_kind.items()):
-        share = TRIALS // len(by_kind) + (k < TRIALS % len(by_kind))
-        chosen += [positions[int(i)] for i in np.linspace(0, len(positions) - 1, share).round()] if share else []
+        share = trials // len(by_kind) + (k < trials % len(by_kind))
+        if share:
+            chosen += [positions[int(i)] for i in np.linspace(0, len(positions) - 1, share).round()]
+    return chosen
+
+
+def kill_and_resume(command: Callable[[Path], list[str]], outputs: Callable[[Path], dict], tmp_path: Path,
+                    must_hit: set[str]) -> None:
+    """Run once to trace the fault points, then for each trial kill a fresh run at one point, run the same
+    command again, and compare what it leaves with the uninterrupted run's outputs."""
+    reference = tmp_path / "reference"
+    trace = tmp_path / "trace.txt"
+    subprocess.run(command(reference), env={**os.environ, "S2L_FAULT_TRACE": str(trace)}, check=True,
+                   capture_output=True)
+    points = trace.read_text().splitlines()
+    kinds = Counter(p.split(":")[0] for p in points)
+    assert must_hit <= set(kinds), kinds
+    expected = outputs(reference)
+
     killed_at = Counter()
-    for trial, n in enumerate(chosen):
+    for trial, n in enumerate(trial_points(points, TRIALS)):
         out = tmp_path / f"trial-{trial}"
-        env = {**os.environ, "S2L_FAULT_AFTER": str(n)}
-        killed = subprocess.run(record_command(tiny_model_dir, math_pool, out), env=env, capture_output=True, text=True)
+        killed = subprocess.run(command(out), env={**os.environ, "S2L_FAULT_AFTER": str(n)}, capture_output=True,
+                                text=True)
         assert killed.returncode == -9, (n, points[n - 1], killed.stderr[-500:])
         killed_at[points[n - 1].split(":")[0]] += 1
-        resumed = subprocess.run(record_command(tiny_model_dir, math_pool, out), capture_output=True, text=True)
+        resumed = subprocess.run(command(out), capture_output=True, text=True)
         assert resumed.returncode == 0, (n, points[n - 1], resumed.stderr[-500:])
-        assert store_files(out) == expected, f"killed at point {n} ({points[n - 1]})"
-        assert TrajectoryStore(out).manifest["complete"] is True
-    assert len(killed_at) == min(3, TRIALS), killed_at  # every kind of point was hit
+        assert outputs(out) == expected, f"killed at point {n} ({points[n - 1]})"
+    assert len(killed_at) == min(len(kinds), TRIALS), killed_at  # every kind of point was hit
+
+
+def complete_store(out: Path) -> dict[str, bytes]:
+    from s2l.trajectories import TrajectoryStore
+
+    assert TrajectoryStore(out).manifest["complete"] is True
+    return store_files(out)
+
+
+def test_record_killed_anywhere_resumes_to_the_same_store(tiny_model_dir, math_pool, tmp_path):
+    def command(out: Path) -> list[str]:
+        return S2L + ["record", "--data", str(math_pool), "--proxy", str(tiny_model_dir), "--out", str(out),
+                      "--epochs", str(FAST["epochs"]), "--snapshots", str(FAST["snapshots"]),
+                      "--batch-size", str(FAST["batch_size"]), "--lr", str(FAST["learning_rate"]),
+                      "--precision", "float32", "--shard-size", "16", "--no-progress"]
+
+    kill_and_resume(command, complete_store, tmp_path, {"training step", "scoring batch", "written, not renamed"})
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tiny_model_dir, math_pool, tmp_path_factory) -> list[Path]:
+    """The tiny model and two fine-tuned snapshots of it, as Hugging Face folders."""
+    from s2l.trajectories.record import RecordConfig, record
+
+    out = tmp_path_factory.mktemp("ckpt") / "run"
+    record(math_pool, str(tiny_model_dir), out, RecordConfig(**{**FAST, "snapshots": 2}, keep_checkpoints=True),
+           show_progress=False)
+    return [tiny_model_dir] + sorted((out / "checkpoints").glob("snapshot-*"))[1:]
+
+
+def test_score_killed_anywhere_resumes_to_the_same_store(checkpoints, math_pool, tmp_path):
+    def command(out: Path) -> list[str]:
+        return (S2L + ["score", "--data", str(math_pool), "--out", str(out), "--dtype", "float32",
+                       "--shard-size", "16", "--no-progress"]
+                + [arg for c in checkpoints for arg in ("--checkpoint", str(c))])
+
+    kill_and_resume(command, complete_store, tmp_path, {"scoring batch", "written, not renamed"})
+
+
+# What changes from run to run in an experiment's folder: timings, and the manifests that carry them.
+def _without_timings(value):
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if not k.endswith("seconds")}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
+
+
+def experiment_outputs(out: Path) -> dict:
+    """Every file an experiment leaves, timings aside: results, each cell's selection, metrics and
+    predictions, and the proxy's store."""
+    files = {}
+    for path in sorted(out.rglob("*")):
+        name = str(path.relative_to(out))
+        if not path.is_file() or path.name in ("manifest.json", ".s2l.lock"):
+            continue
+        text = path.read_text(errors="replace").replace(str(out), "OUT")  # metrics name the model folder
+        if path.suffix == ".json":
+            files[name] = _without_timings(json.loads(text))
+        elif path.name == "results.csv":
+            rows = list(csv.DictReader(io.StringIO(text)))
+            files[name] = [_without_timings(r) for r in rows]
+        else:
+            files[name] = path.read_bytes()
+    assert "results.csv" in files and any(n.endswith("predictions.jsonl") for n in files)
+    return files
+
+
+def test_experiment_killed_anywhere_finishes_with_the_same_results(tiny_model_dir, tmp_path):
+    pool_dir = tmp_path / "pool"
+    make_pool(pool_dir, 16)
+    config = {
+        "name": "faults",
+        "data": {"pool": str(pool_dir / "pool.jsonl"), "test": str(pool_dir / "test.jsonl")},
+        "proxy": {"model": str(tiny_model_dir),
+                  "record": {"epochs": 1, "snapshots": 2, "batch_size": 4, "learning_rate": 1e-3, "precision": "float32"},
+                  "score": {"shard_size": 8}},
+        "target": {"model": str(tiny_model_dir),
+                   "train": {"epochs": 1, "batch_size": 4, "learning_rate": 1e-3, "precision": "float32"}},
+        "evaluate": {"max_new_tokens": 4, "batch_size": 2},
+        "methods": ["random", {"name": "s2l", "params": {"n_clusters": 2}}],
+        "budgets": [0.5],
+        "seeds": [0],
+    }
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(config))
+
+    def command(out: Path) -> list[str]:
+        return S2L + ["experiment", str(path), "--out", str(out), "--no-progress"]
+
+    kill_and_resume(command, experiment_outputs, tmp_path,
+                    {"training step", "scoring batch", "target training step", "generation batch",
+                     "written, not renamed"})

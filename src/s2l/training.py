@@ -33,7 +33,7 @@ import torch
 from s2l import __version__
 from s2l.data import TokenizedExample
 from s2l.errors import InputError
-from s2l.io import write_bytes_atomic, write_json_atomic
+from s2l.io import fault_point, write_bytes_atomic, write_json_atomic
 from s2l.models import default_device, load_model, load_tokenizer, resolve, revision
 from s2l.progress import say
 from s2l.trajectories.record import DataConfig, prepare_pool
@@ -217,6 +217,17 @@ def _line_callback(total_steps: int):
     return Lines()
 
 
+def _fault_callback():
+    """A fault point after every optimizer step, for the fault-injection tests (inert otherwise)."""
+    from transformers import TrainerCallback
+
+    class FaultPoints(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            fault_point("target training step")
+
+    return FaultPoints()
+
+
 # -- the output folder ------------------------------------------------------------------------------------
 def _read_manifest(folder: Path) -> dict | None:
     try:
@@ -393,6 +404,7 @@ def train(data: str | Path, model: str, out: str | Path, config: TrainConfig | N
             model=net, args=args, train_dataset=TokenizedDataset(trainable), data_collator=collate,
             processing_class=tok, precision=config.precision, sampler_seed=config.seed)
         trainer.remove_callback(PrinterCallback)  # it prints raw dicts when the bars are off
+        trainer.add_callback(_fault_callback())
         if show_progress and args.disable_tqdm:
             trainer.add_callback(_line_callback(total_steps))
         result = trainer.train(resume_from_checkpoint=resume_from)
