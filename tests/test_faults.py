@@ -87,6 +87,16 @@ def test_record_killed_anywhere_resumes_to_the_same_store(tiny_model_dir, math_p
     kill_and_resume(command, complete_store, tmp_path, {"training step", "scoring batch", "written, not renamed"})
 
 
+def test_in_training_capture_killed_anywhere_resumes_to_the_same_store(tiny_model_dir, math_pool, tmp_path):
+    def command(out: Path) -> list[str]:
+        return S2L + ["record", "--data", str(math_pool), "--proxy", str(tiny_model_dir), "--out", str(out),
+                      "--capture", "in-training", "--epochs", str(FAST["epochs"]),
+                      "--batch-size", str(FAST["batch_size"]), "--lr", str(FAST["learning_rate"]),
+                      "--precision", "float32", "--shard-size", "16", "--no-progress"]
+
+    kill_and_resume(command, complete_store, tmp_path, {"training step", "scoring batch", "written, not renamed"})
+
+
 @pytest.fixture(scope="module")
 def checkpoints(tiny_model_dir, math_pool, tmp_path_factory) -> list[Path]:
     """The tiny model and two fine-tuned snapshots of it, as Hugging Face folders."""

@@ -123,6 +123,10 @@ def record(
     precision: str = typer.Option("bf16-mixed", "--precision", help="Training arithmetic: bf16-mixed or float32."),
     seed: int = typer.Option(0, "--seed"),
     keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints", help="Also write the weights at every snapshot."),
+    capture: str = typer.Option("snapshots", "--capture",
+                                help="snapshots: score the whole pool at every snapshot (the papers'). in-training: "
+                                     "keep each example's loss from the training pass at each epoch's visit, plus "
+                                     "a pass before and after training (--snapshots does not apply)."),
     dtype: str = DTYPE, format: str = FORMAT, template: str = TEMPLATE, id_column: Optional[str] = ID_COLUMN,
     split: Optional[str] = SPLIT, max_length: int = MAX_LENGTH, tokenizer: Optional[str] = TOKENIZER,
     max_batch_tokens: int = MAX_BATCH_TOKENS, shard_size: int = SHARD_SIZE, device: Optional[str] = DEVICE,
@@ -135,6 +139,7 @@ def record(
     [bold]Examples[/]:
       s2l record --data pool.jsonl --proxy smollm2-135m-instruct --out runs/proxy
       s2l record --data pool.jsonl --proxy ./my-model --epochs 3 --snapshots 12 --dtype bf16 --out runs/proxy
+      s2l record --data pool.jsonl --proxy smollm2-135m-instruct --capture in-training --out runs/cheap
     """
     from s2l.trajectories.record import RecordConfig, ScoreConfig, record as record_run
 
@@ -142,7 +147,7 @@ def record(
         data, proxy, out,
         RecordConfig(epochs=epochs, snapshots=snapshots, epoch_snapshots=epoch_snapshots, learning_rate=learning_rate,
                      batch_size=batch_size, warmup_ratio=warmup_ratio, precision=precision, seed=seed,
-                     keep_checkpoints=keep_checkpoints),
+                     keep_checkpoints=keep_checkpoints, capture=capture),
         _data_config(format, template, id_column, split, max_length),
         ScoreConfig(dtype=dtype, max_batch_tokens=max_batch_tokens, shard_size=shard_size),
         tokenizer=tokenizer, device=device, show_progress=not no_progress,

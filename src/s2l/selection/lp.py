@@ -37,6 +37,11 @@ def epoch_columns(snapshots: list[dict], epoch: int) -> tuple[int, int, int]:
                          "for a table pass --snapshot-epochs 0,1,2,3 (one per loss column)", "--snapshot-epochs")
     epochs = [float(s["epoch"]) for s in snapshots]
     ends = {e: i for i, e in enumerate(epochs) if e == int(e)}  # the last column at each whole epoch
+    # An in-training capture has no whole-epoch column inside the run: the loss at the next epoch's visit
+    # (nominal epoch k + 0.5) is the loss after k epochs, plus the share of epoch k + 1 trained before it.
+    for i, s in enumerate(snapshots):
+        if s.get("capture") == "visits" and float(epoch) not in ends and epochs[i] == epoch + 0.5:
+            ends[float(epoch)] = i
     if 0.0 not in ends or float(epoch) not in ends:
         raise InputError(f"learning percentage needs snapshots at epoch 0 (the base model) and epoch {epoch}; "
                          f"these are at epochs {epochs}", "--snapshot-epochs")

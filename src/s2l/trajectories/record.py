@@ -69,6 +69,10 @@ class RecordConfig:
     seed: int = 0
     keep_checkpoints: bool = False  # write the weights at every snapshot (a Hugging Face folder each)
     resume_state: bool = True  # save the training state at each snapshot so an interrupted run can resume
+    # "snapshots" (the papers'): score the whole pool at every snapshot. "in-training": keep each example's
+    # loss from the training forward pass at each visit (one column per epoch), plus one pass with the
+    # base model and one with the trained model; `snapshots` and `epoch_snapshots` then do not apply.
+    capture: str = "snapshots"
 
 
 # -- the pool, tokenised, and its per-example table ---------------------------------------------------
@@ -201,6 +205,19 @@ def snapshot_plan(total_steps: int, steps_per_epoch: int, snapshots: int, epoch_
     return plan
 
 
+def in_training_plan(steps_per_epoch: int, epochs: int) -> list[dict]:
+    """Columns of an in-training capture: the base model (a pass), the loss at each epoch's visit, and the
+    trained model (a pass). A visit in epoch e sees weights trained for e - 1 epochs plus a uniform share of
+    epoch e, so its nominal epoch is e - 0.5."""
+    plan = [{"step": 0, "epoch": 0.0, "epoch_end": True, "label": "base", "capture": "pass"}]
+    for e in range(1, epochs + 1):
+        plan.append({"step": e * steps_per_epoch, "epoch": e - 0.5, "epoch_end": False,
+                     "label": f"visits-epoch-{e}", "capture": "visits"})
+    plan.append({"step": epochs * steps_per_epoch, "epoch": float(epochs), "epoch_end": True, "label": "final",
+                 "capture": "pass"})
+    return plan
+
+
 # -- training state, for resuming -----------------------------------------------------------------------
 def _save_train_state(root: Path, step: int, model, optimizer, scheduler) -> None:
     from safetensors.torch import save_model
@@ -218,6 +235,16 @@ def _save_train_state(root: Path, step: int, model, optimizer, scheduler) -> Non
     for older in root.glob("train_state-*"):
         if older != folder:
             shutil.rmtree(older, ignore_errors=True)
+
+
+def _write_visits(store: TrajectoryStore, snapshot: int, tokenized, visits: np.ndarray, shard_size: int) -> None:
+    """An in-training column: the losses kept from one epoch's training batches, written shard by shard."""
+    n_shards = math.ceil(len(tokenized) / shard_size) or 1
+    for shard in store.missing_shards(snapshot, n_shards):
+        members = tokenized[shard * shard_size:(shard + 1) * shard_size]
+        losses = visits[shard * shard_size:shard * shard_size + len(members)]
+        store.write_cell(snapshot, shard, [t.example_id for t in members], losses,
+                         np.array([t.n_tokens for t in members], dtype=np.int64))
 
 
 def _latest_train_state(root: Path) -> Path | None:
@@ -267,7 +294,12 @@ def _train_and_score(store: TrajectoryStore, manifest: dict, model_path: str, to
     if state is not None:
         step = _load_train_state(state, model, optimizer, scheduler)
         say(f"resuming {store.root} at step {step} of {total_steps}")
-    snapshot_at = {s["step"]: k for k, s in enumerate(plan)}
+    snapshot_at: dict[int, list[int]] = {}
+    for k, s in enumerate(plan):
+        snapshot_at.setdefault(s["step"], []).append(k)
+    in_training = config.capture == "in-training"
+    visits = np.full(len(tokenized), np.nan)  # this epoch's loss of each example, taken as it is trained on
+    n_tokens = np.array([t.n_tokens for t in tokenized], dtype=np.float64)
     for k, s in enumerate(plan):
         if s["step"] < step and store.missing_shards(k, manifest["n_shards"]):
             raise InputError(f"snapshot {k} (step {s['step']}) is incomplete and its weights are gone; "
@@ -275,25 +307,41 @@ def _train_and_score(store: TrajectoryStore, manifest: dict, model_path: str, to
     autocast = torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
                               enabled=config.precision == "bf16-mixed")
     with make_progress(disable=not show_progress) as progress:
-        def at_snapshot(k: int) -> None:
-            if config.resume_state and k > 0 and store.missing_shards(k, manifest["n_shards"]):
+        def save_state() -> None:
+            latest = _latest_train_state(store.root)
+            if latest is None or latest.name != f"train_state-{step:07d}":
                 _save_train_state(store.root, step, model, optimizer, scheduler)
+
+        def at_snapshot(k: int) -> None:
+            if plan[k].get("capture") == "visits":
+                # Cells first, then the state: a run resumed from this state never needs this epoch again.
+                _write_visits(store, k, tokenized, visits, score_config.shard_size)
+                visits[:] = np.nan
+                if config.resume_state:
+                    save_state()
+                return
+            if config.resume_state and k > 0 and store.missing_shards(k, manifest["n_shards"]):
+                save_state()
             score_snapshot(model, tokenized, store, k, score_config, progress)
             if config.keep_checkpoints:
                 _save_checkpoint(store.root, k, model, tok)
 
-        if step in snapshot_at:
-            at_snapshot(snapshot_at[step])
+        for k in snapshot_at.get(step, []):
+            at_snapshot(k)
         train_task = progress.add_task("training", total=total_steps, completed=step, info="")
         model.train()
         while step < total_steps:
             epoch, within = divmod(step, steps_per_epoch)
             order = np.random.default_rng([config.seed, epoch]).permutation(trainable)
-            batch = [tokenized[i] for i in order[within * config.batch_size:(within + 1) * config.batch_size]]
-            input_ids, attention, loss_mask = pad_batch(batch, device)
+            members = order[within * config.batch_size:(within + 1) * config.batch_size]
+            input_ids, attention, loss_mask = pad_batch([tokenized[i] for i in members], device)
             with autocast:
-                token_ce, _ = token_losses(model, input_ids, attention, loss_mask)
+                token_ce, rows = token_losses(model, input_ids, attention, loss_mask)
             loss = token_ce.mean()  # mean over the batch's response tokens, as transformers' loss
+            if in_training:  # each example's mean response-token loss, from this very forward pass
+                sums = torch.zeros(len(members), dtype=torch.float64, device=token_ce.device)
+                sums.index_add_(0, rows, token_ce.detach().double())
+                visits[members] = sums.cpu().numpy() / n_tokens[members]
             loss.backward()
             if config.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -303,10 +351,11 @@ def _train_and_score(store: TrajectoryStore, manifest: dict, model_path: str, to
             step += 1
             fault_point("training step")
             progress.update(train_task, completed=step, info=f"epoch {epoch + 1} loss {loss.item():.3f}")
-            if step in snapshot_at:
-                at_snapshot(snapshot_at[step])
+            for k in snapshot_at.get(step, []):
+                at_snapshot(k)
                 if progress.disable:  # no live bars (not a terminal): one line per snapshot instead
-                    say(f"step {step}/{total_steps}: snapshot {snapshot_at[step]} scored ({time.time() - started:.0f}s)")
+                    say(f"step {step}/{total_steps}: snapshot {k} ({plan[k]['label']}) written "
+                        f"({time.time() - started:.0f}s)")
 
 
 def record(data: str | Path, proxy: str, out: str | Path, config: RecordConfig | None = None,
@@ -318,6 +367,8 @@ def record(data: str | Path, proxy: str, out: str | Path, config: RecordConfig |
         raise InputError(f"unknown precision {config.precision!r}; choose bf16-mixed or float32", "--precision")
     if config.epochs < 1 or config.snapshots < 1 or config.batch_size < 1:
         raise InputError("--epochs, --snapshots and --batch-size must be at least 1", "options")
+    if config.capture not in ("snapshots", "in-training"):
+        raise InputError(f"unknown capture {config.capture!r}; choose snapshots or in-training", "--capture")
     torch_dtype(score_config.dtype)  # a bad --dtype fails before any work
     device = device or default_device()
     model_path = resolve(proxy)
@@ -329,7 +380,10 @@ def record(data: str | Path, proxy: str, out: str | Path, config: RecordConfig |
 
     steps_per_epoch = math.ceil(len(trainable) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
-    plan = snapshot_plan(total_steps, steps_per_epoch, config.snapshots, config.epoch_snapshots)
+    if config.capture == "in-training":
+        plan = in_training_plan(steps_per_epoch, config.epochs)
+    else:
+        plan = snapshot_plan(total_steps, steps_per_epoch, config.snapshots, config.epoch_snapshots)
     manifest = base_manifest("record", pool, tokenized, data_config, score_config, tokenizer or proxy)
     manifest.update({
         "model": proxy,
@@ -344,6 +398,11 @@ def record(data: str | Path, proxy: str, out: str | Path, config: RecordConfig |
     # Neither changes the numbers, so a resumed run may set them otherwise.
     for setting in ("keep_checkpoints", "resume_state"):
         manifest["training"].pop(setting)
+    if config.capture == "snapshots":
+        manifest["training"].pop("capture")  # so that stores recorded before the option still resume
+    else:
+        for setting in ("snapshots", "epoch_snapshots"):  # not used by this capture
+            manifest["training"].pop(setting)
     # Disk, known up front: the resume state (weights and two AdamW moments, old and new copies briefly),
     # kept checkpoints, and the cells.
     weights = folder_bytes(model_path, "*.safetensors")
