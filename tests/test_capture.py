@@ -30,6 +30,8 @@ def test_in_training_columns(in_training_run):
     t = in_training_run.load()
     assert t.shape == (40, 4) and t.usable.all()
     assert not list(in_training_run.root.glob("train_state-*"))
+    seconds = manifest["seconds"]  # where the time went: training, keeping visits, the two passes, saving
+    assert seconds["training"] > 0 and seconds["capture"] > 0 and seconds["scoring"] > 0
 
 
 def test_passes_match_the_faithful_run_and_visits_match_the_weights_they_saw(in_training_run, tiny_run):

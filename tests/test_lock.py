@@ -93,3 +93,32 @@ def test_an_unwritable_output_fails_before_any_work(tiny_model_dir, math_pool, t
             record(math_pool, str(tiny_model_dir), locked / "run", RecordConfig(epochs=1, snapshots=1), show_progress=False)
     with pytest.raises(InputError, match="recording needs about .* GiB and only .* is free there"):
         check_writable(tmp_path / "run", 2**60, "recording")
+
+
+def test_a_full_disk_mid_run_is_one_clear_line_and_the_run_resumes(tiny_model_dir, math_pool, tmp_path):
+    """A file-size limit makes the disk 'full' for the process (a real write failure, EFBIG): the run
+    stops with one line and exit code 3, and the same command afterwards finishes the identical store."""
+    import resource
+    import subprocess
+    import sys
+
+    def command(out):
+        return [sys.executable, "-m", "s2l.cli", "record", "--data", str(math_pool), "--proxy", str(tiny_model_dir),
+                "--out", str(out), "--epochs", "1", "--snapshots", "2", "--batch-size", "4", "--lr", "1e-3",
+                "--precision", "float32", "--shard-size", "16", "--no-progress"]
+
+    def small_files():  # the tiny model's weights are 6 MB: the first resume state does not fit
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
+
+    full = subprocess.run(command(tmp_path / "run"), preexec_fn=small_files, capture_output=True, text=True)
+    assert full.returncode == 3, full.stderr[-800:]
+    assert "could not write: " in full.stderr and "File too large" in full.stderr
+    assert "Traceback" not in full.stderr and "run the same command again" in full.stderr
+    subprocess.run(command(tmp_path / "run"), check=True, capture_output=True)
+    subprocess.run(command(tmp_path / "reference"), check=True, capture_output=True)
+
+    def files(root):
+        return {p.relative_to(root): p.read_bytes() for p in root.rglob("*")
+                if p.is_file() and p.name not in ("manifest.json", ".s2l.lock")}
+
+    assert files(tmp_path / "run") == files(tmp_path / "reference")

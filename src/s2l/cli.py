@@ -23,7 +23,8 @@ app.add_typer(models_app, name="models")
 
 
 def reports_input_errors(command):
-    """Bad input becomes one line naming the file, line and problem, and exit code 2."""
+    """Bad input becomes one line naming the file, line and problem, and exit code 2; a full or read-only
+    disk one line and exit code 3."""
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
@@ -31,7 +32,21 @@ def reports_input_errors(command):
         except InputError as e:
             console.print(f"[bold red]error:[/] {_escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(InputError.exit_code)
+        except Exception as e:
+            from s2l.io import storage_failure
+
+            failure = storage_failure(e)
+            if failure is None:
+                raise
+            # Every output is written aside and renamed into place, so what was finished is whole.
+            console.print(f"[bold red]error:[/] could not write: {_escape(failure)}. Finished work is kept: "
+                          "free some space (or fix the folder) and run the same command again to continue.",
+                          highlight=False, soft_wrap=True)
+            raise typer.Exit(STORAGE_EXIT_CODE)
     return wrapper
+
+
+STORAGE_EXIT_CODE = 3  # the disk is full or not writable (bad input is 2)
 
 
 def _escape(text: str) -> str:
@@ -69,7 +84,8 @@ def _print_run(store) -> None:
     say(f"[bold green]done:[/] {store.root}  ({t.shape[0]} examples x {t.shape[1]} snapshots, {usable} with a full trajectory)")
     say(f"  export a table:  s2l export {store.root} --out {store.root}/trajectories.parquet")
     if manifest.get("wall_seconds") is not None:
-        say(f"  wall time: {manifest['wall_seconds']} s")
+        parts = ", ".join(f"{name} {value:.0f} s" for name, value in (manifest.get("seconds") or {}).items() if value)
+        say(f"  wall time: {manifest['wall_seconds']} s" + (f" ({parts})" if parts else ""))
 
 
 # -- models -----------------------------------------------------------------------------------------------

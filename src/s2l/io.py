@@ -7,6 +7,7 @@ run never leaves a half-written file that looks whole.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -170,3 +171,22 @@ def folder_bytes(path: str | Path, pattern: str = "*") -> int:
     """Total size of the files matching `pattern` in a folder (0 for a hub id or a missing folder)."""
     path = Path(path)
     return sum(f.stat().st_size for f in path.glob(pattern) if f.is_file()) if path.is_dir() else 0
+
+
+# Write failures that are the machine's, not a bug: the disk or quota is full, a file limit is hit, the
+# folder became read-only. Libraries written in Rust or C++ (safetensors, torch.save) wrap them in their
+# own exception types, so their text is matched too.
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+_STORAGE_TEXTS = ("No space left on device", "Disk quota exceeded", "File too large", "Read-only file system",
+                  "os error 28", "os error 27", "os error 122", "os error 30")
+
+
+def storage_failure(error: BaseException) -> str | None:
+    """A one-line description of `error` if it is a failed write to storage, else None."""
+    if isinstance(error, OSError) and error.errno in _STORAGE_ERRNOS:
+        where = f" writing {error.filename}" if error.filename else ""
+        return f"{error.strerror or error}{where}"
+    text = str(error)
+    if any(t in text for t in _STORAGE_TEXTS):
+        return text.splitlines()[0] if text else type(error).__name__
+    return None

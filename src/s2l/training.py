@@ -289,13 +289,15 @@ def _epoch_means(step_losses: dict[int, float], steps_per_epoch: int) -> list[fl
 
 # -- train ------------------------------------------------------------------------------------------------
 def train(data: str | Path, model: str, out: str | Path, config: TrainConfig | None = None, device: str | None = None,
-          show_progress: bool = True, tokenizer: str | None = None, overwrite: bool = False) -> Path:
+          show_progress: bool = True, tokenizer: str | None = None, overwrite: bool = False,
+          callbacks: Sequence | None = None) -> Path:
     """Fine-tune `model` (registry name, folder or hub id) on the pool at `data`; save it to `out`.
 
     `out` ends up a plain Hugging Face folder (safetensors weights, tokenizer) with `s2l_train.json` (what
     made it) and `s2l_train_log.jsonl` (the loss of every optimizer step); with LoRA, the adapter is in
     `out/adapter` and, when `save_merged`, the merged model at the top. If `out` already holds a finished
-    training of the same data, model and settings, nothing is done. Returns `out`.
+    training of the same data, model and settings, nothing is done. `callbacks`: transformers
+    TrainerCallbacks to add (loggers, timers). Returns `out`.
     """
     from transformers import PrinterCallback, TrainingArguments
 
@@ -405,6 +407,8 @@ def train(data: str | Path, model: str, out: str | Path, config: TrainConfig | N
             processing_class=tok, precision=config.precision, sampler_seed=config.seed)
         trainer.remove_callback(PrinterCallback)  # it prints raw dicts when the bars are off
         trainer.add_callback(_fault_callback())
+        for callback in callbacks or ():
+            trainer.add_callback(callback)
         if show_progress and args.disable_tqdm:
             trainer.add_callback(_line_callback(total_steps))
         result = trainer.train(resume_from_checkpoint=resume_from)

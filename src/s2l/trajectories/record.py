@@ -277,8 +277,9 @@ def _save_checkpoint(root: Path, snapshot: int, model, tokenizer) -> None:
 
 # -- record ---------------------------------------------------------------------------------------------
 def _train_and_score(store: TrajectoryStore, manifest: dict, model_path: str, tok, tokenized, trainable: np.ndarray,
-                     config: RecordConfig, score_config: ScoreConfig, device: str, show_progress: bool) -> None:
-    """The proxy's fine-tuning run, scoring the pool whenever it reaches a snapshot step."""
+                     config: RecordConfig, score_config: ScoreConfig, device: str, show_progress: bool) -> dict:
+    """The proxy's fine-tuning run, scoring the pool whenever it reaches a snapshot step. Returns where
+    this process's time went, in seconds."""
     plan, total_steps = manifest["snapshots"], manifest["training"]["total_steps"]
     steps_per_epoch = manifest["training"]["steps_per_epoch"]
     from transformers import get_cosine_schedule_with_warmup
@@ -298,8 +299,13 @@ def _train_and_score(store: TrajectoryStore, manifest: dict, model_path: str, to
     for k, s in enumerate(plan):
         snapshot_at.setdefault(s["step"], []).append(k)
     in_training = config.capture == "in-training"
-    visits = np.full(len(tokenized), np.nan)  # this epoch's loss of each example, taken as it is trained on
-    n_tokens = np.array([t.n_tokens for t in tokenized], dtype=np.float64)
+    # This epoch's loss of each example, taken as it is trained on; kept on the device, so that keeping it
+    # never waits for the GPU.
+    visits = torch.full((len(tokenized),), float("nan"), dtype=torch.float64, device=device)
+    n_tokens = torch.tensor([t.n_tokens for t in tokenized], dtype=torch.float64, device=device)
+    # training: optimiser steps; capture: keeping visit losses; scoring: passes and writing columns;
+    # saving: resume state and checkpoints.
+    seconds = dict.fromkeys(("training", "capture", "scoring", "saving"), 0.0)
     for k, s in enumerate(plan):
         if s["step"] < step and store.missing_shards(k, manifest["n_shards"]):
             raise InputError(f"snapshot {k} (step {s['step']}) is incomplete and its weights are gone; "
@@ -310,27 +316,36 @@ def _train_and_score(store: TrajectoryStore, manifest: dict, model_path: str, to
         def save_state() -> None:
             latest = _latest_train_state(store.root)
             if latest is None or latest.name != f"train_state-{step:07d}":
+                clock = time.perf_counter()
                 _save_train_state(store.root, step, model, optimizer, scheduler)
+                seconds["saving"] += time.perf_counter() - clock
 
         def at_snapshot(k: int) -> None:
             if plan[k].get("capture") == "visits":
                 # Cells first, then the state: a run resumed from this state never needs this epoch again.
-                _write_visits(store, k, tokenized, visits, score_config.shard_size)
-                visits[:] = np.nan
+                clock = time.perf_counter()
+                _write_visits(store, k, tokenized, visits.cpu().numpy(), score_config.shard_size)
+                visits.fill_(float("nan"))
+                seconds["scoring"] += time.perf_counter() - clock
                 if config.resume_state:
                     save_state()
                 return
             if config.resume_state and k > 0 and store.missing_shards(k, manifest["n_shards"]):
                 save_state()
+            clock = time.perf_counter()
             score_snapshot(model, tokenized, store, k, score_config, progress)
+            seconds["scoring"] += time.perf_counter() - clock
             if config.keep_checkpoints:
+                clock = time.perf_counter()
                 _save_checkpoint(store.root, k, model, tok)
+                seconds["saving"] += time.perf_counter() - clock
 
         for k in snapshot_at.get(step, []):
             at_snapshot(k)
         train_task = progress.add_task("training", total=total_steps, completed=step, info="")
         model.train()
         while step < total_steps:
+            clock = time.perf_counter()
             epoch, within = divmod(step, steps_per_epoch)
             order = np.random.default_rng([config.seed, epoch]).permutation(trainable)
             members = order[within * config.batch_size:(within + 1) * config.batch_size]
@@ -339,9 +354,13 @@ def _train_and_score(store: TrajectoryStore, manifest: dict, model_path: str, to
                 token_ce, rows = token_losses(model, input_ids, attention, loss_mask)
             loss = token_ce.mean()  # mean over the batch's response tokens, as transformers' loss
             if in_training:  # each example's mean response-token loss, from this very forward pass
+                capture_clock = time.perf_counter()
+                where = torch.from_numpy(members).to(device)
                 sums = torch.zeros(len(members), dtype=torch.float64, device=token_ce.device)
                 sums.index_add_(0, rows, token_ce.detach().double())
-                visits[members] = sums.cpu().numpy() / n_tokens[members]
+                visits[where] = sums / n_tokens[where]
+                seconds["capture"] += time.perf_counter() - capture_clock
+                clock += time.perf_counter() - capture_clock  # not counted as training
             loss.backward()
             if config.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -351,11 +370,13 @@ def _train_and_score(store: TrajectoryStore, manifest: dict, model_path: str, to
             step += 1
             fault_point("training step")
             progress.update(train_task, completed=step, info=f"epoch {epoch + 1} loss {loss.item():.3f}")
+            seconds["training"] += time.perf_counter() - clock
             for k in snapshot_at.get(step, []):
                 at_snapshot(k)
                 if progress.disable:  # no live bars (not a terminal): one line per snapshot instead
                     say(f"step {step}/{total_steps}: snapshot {k} ({plan[k]['label']}) written "
                         f"({time.time() - started:.0f}s)")
+    return {name: round(value, 2) for name, value in seconds.items()}
 
 
 def record(data: str | Path, proxy: str, out: str | Path, config: RecordConfig | None = None,
@@ -415,10 +436,12 @@ def record(data: str | Path, proxy: str, out: str | Path, config: RecordConfig |
             return store
 
         started = time.time()
-        _train_and_score(store, manifest, model_path, tok, tokenized, trainable, config, score_config, device, show_progress)
+        seconds = _train_and_score(store, manifest, model_path, tok, tokenized, trainable, config, score_config,
+                                   device, show_progress)
         for leftover in store.root.glob("train_state-*"):
             shutil.rmtree(leftover, ignore_errors=True)
-        store.update_manifest(complete=True, wall_seconds=round(time.time() - started, 1))
+        # `seconds`: this process's share only, when the run was resumed.
+        store.update_manifest(complete=True, wall_seconds=round(time.time() - started, 1), seconds=seconds)
         return store
 
 
