@@ -20,9 +20,9 @@ import yaml
 
 from conftest import FAST, make_pool
 
-# Each trial starts two Python processes, so 20 take minutes: `make test` runs a few trials per command,
-# `make test-faults` runs 21 of each (S2L_FAULT_TRIALS=21).
-TRIALS = int(os.environ.get("S2L_FAULT_TRIALS", "3"))
+# Each trial starts two Python processes, so 20 take minutes: `make test` runs one to three trials per
+# command, `make test-faults` runs 21 of each (S2L_FAULT_TRIALS=21).
+TRIALS = int(os.environ["S2L_FAULT_TRIALS"]) if os.environ.get("S2L_FAULT_TRIALS") else None
 S2L = [sys.executable, "-m", "s2l.cli"]
 
 
@@ -39,13 +39,15 @@ def trial_points(points: list[str], trials: int) -> list[int]:
     chosen = []
     for k, (kind, positions) in enumerate(by_kind.items()):
         share = trials // len(by_kind) + (k < trials % len(by_kind))
-        if share:
+        if share == 1:  # one point of this kind: the middle one
+            chosen.append(positions[len(positions) // 2])
+        elif share:
             chosen += [positions[int(i)] for i in np.linspace(0, len(positions) - 1, share).round()]
     return chosen
 
 
 def kill_and_resume(command: Callable[[Path], list[str]], outputs: Callable[[Path], dict], tmp_path: Path,
-                    must_hit: set[str]) -> None:
+                    must_hit: set[str], trials: int) -> None:
     """Run once to trace the fault points, then for each trial kill a fresh run at one point, run the same
     command again, and compare what it leaves with the uninterrupted run's outputs."""
     reference = tmp_path / "reference"
@@ -57,8 +59,9 @@ def kill_and_resume(command: Callable[[Path], list[str]], outputs: Callable[[Pat
     assert must_hit <= set(kinds), kinds
     expected = outputs(reference)
 
+    trials = TRIALS or trials
     killed_at = Counter()
-    for trial, n in enumerate(trial_points(points, TRIALS)):
+    for trial, n in enumerate(trial_points(points, trials)):
         out = tmp_path / f"trial-{trial}"
         killed = subprocess.run(command(out), env={**os.environ, "S2L_FAULT_AFTER": str(n)}, capture_output=True,
                                 text=True)
@@ -67,7 +70,7 @@ def kill_and_resume(command: Callable[[Path], list[str]], outputs: Callable[[Pat
         resumed = subprocess.run(command(out), capture_output=True, text=True)
         assert resumed.returncode == 0, (n, points[n - 1], resumed.stderr[-500:])
         assert outputs(out) == expected, f"killed at point {n} ({points[n - 1]})"
-    assert len(killed_at) == min(len(kinds), TRIALS), killed_at  # every kind of point was hit
+    assert len(killed_at) == min(len(kinds), trials), killed_at  # every kind of point was hit
 
 
 def complete_store(out: Path) -> dict[str, bytes]:
@@ -84,7 +87,7 @@ def test_record_killed_anywhere_resumes_to_the_same_store(tiny_model_dir, math_p
                       "--batch-size", str(FAST["batch_size"]), "--lr", str(FAST["learning_rate"]),
                       "--precision", "float32", "--shard-size", "16", "--no-progress"]
 
-    kill_and_resume(command, complete_store, tmp_path, {"training step", "scoring batch", "written, not renamed"})
+    kill_and_resume(command, complete_store, tmp_path, {"training step", "scoring batch", "written, not renamed"}, 3)
 
 
 def test_in_training_capture_killed_anywhere_resumes_to_the_same_store(tiny_model_dir, math_pool, tmp_path):
@@ -94,7 +97,7 @@ def test_in_training_capture_killed_anywhere_resumes_to_the_same_store(tiny_mode
                       "--batch-size", str(FAST["batch_size"]), "--lr", str(FAST["learning_rate"]),
                       "--precision", "float32", "--shard-size", "16", "--no-progress"]
 
-    kill_and_resume(command, complete_store, tmp_path, {"training step", "scoring batch", "written, not renamed"})
+    kill_and_resume(command, complete_store, tmp_path, {"training step", "scoring batch", "written, not renamed"}, 2)
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +117,7 @@ def test_score_killed_anywhere_resumes_to_the_same_store(checkpoints, math_pool,
                        "--shard-size", "16", "--no-progress"]
                 + [arg for c in checkpoints for arg in ("--checkpoint", str(c))])
 
-    kill_and_resume(command, complete_store, tmp_path, {"scoring batch", "written, not renamed"})
+    kill_and_resume(command, complete_store, tmp_path, {"scoring batch", "written, not renamed"}, 2)
 
 
 # What changes from run to run in an experiment's folder: timings, and the manifests that carry them.
@@ -170,4 +173,4 @@ def test_experiment_killed_anywhere_finishes_with_the_same_results(tiny_model_di
 
     kill_and_resume(command, experiment_outputs, tmp_path,
                     {"training step", "scoring batch", "target training step", "generation batch",
-                     "written, not renamed"})
+                     "written, not renamed"}, 1)

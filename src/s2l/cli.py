@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import json
 from pathlib import Path
 from typing import List, Optional
@@ -194,7 +195,8 @@ def score(
     store = score_run(data, checkpoint, out, _data_config(format, template, id_column, split, max_length),
                       ScoreConfig(dtype=dtype, max_batch_tokens=max_batch_tokens, shard_size=shard_size),
                       tokenizer=tokenizer, device=device, show_progress=not no_progress)
-    _print_run(store)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one process reports
+        _print_run(store)
 
 
 @app.command()

@@ -11,6 +11,7 @@ written per snapshot. To resume after an interruption, the training state is sav
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -26,6 +27,7 @@ import torch
 
 from s2l import __version__
 from s2l.data import Pool, PromptTemplate, TokenizedExample, load_pool, tokenize_examples
+from s2l.distributed import ProcessGroup, join
 from s2l.errors import InputError
 from s2l.io import check_writable, directory_lock, fault_point, folder_bytes, write_json_atomic
 from s2l.models import default_device, load_model, load_tokenizer, resolve, revision, torch_dtype
@@ -157,10 +159,11 @@ def report_exclusions(manifest: dict) -> None:
 
 # -- scoring one snapshot into the store ----------------------------------------------------------------
 def score_snapshot(model, tokenized: Sequence[TokenizedExample], store: TrajectoryStore, snapshot: int,
-                   config: ScoreConfig, progress=None) -> None:
-    """Score every shard of `snapshot` that is not complete yet, one cell at a time."""
+                   config: ScoreConfig, progress=None, group: ProcessGroup = ProcessGroup()) -> None:
+    """Score every shard of `snapshot` that is not complete yet, one cell at a time (with several
+    processes, this process's share of them)."""
     n_shards = math.ceil(len(tokenized) / config.shard_size) or 1
-    missing = store.missing_shards(snapshot, n_shards)
+    missing = group.my_shards(store.missing_shards(snapshot, n_shards))
     if not missing:
         return
     scorer = model
@@ -276,10 +279,27 @@ def _save_checkpoint(root: Path, snapshot: int, model, tokenizer) -> None:
 
 
 # -- record ---------------------------------------------------------------------------------------------
+def _sum_gradients(model, group: ProcessGroup) -> None:
+    """Sum every parameter's gradient over the processes, in one flat all-reduce (a parameter a process's
+    slice did not reach counts as zero there)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+    group.all_reduce_sum(flat)
+    offset = 0
+    for p in params:
+        p.grad = flat[offset:offset + p.numel()].view_as(p).clone()
+        offset += p.numel()
+
+
 def _train_and_score(store: TrajectoryStore, manifest: dict, model_path: str, tok, tokenized, trainable: np.ndarray,
-                     config: RecordConfig, score_config: ScoreConfig, device: str, show_progress: bool) -> dict:
+                     config: RecordConfig, score_config: ScoreConfig, device: str, show_progress: bool,
+                     group: ProcessGroup = ProcessGroup()) -> dict:
     """The proxy's fine-tuning run, scoring the pool whenever it reaches a snapshot step. Returns where
-    this process's time went, in seconds."""
+    this process's time went, in seconds.
+
+    With several processes, training is data-parallel: each takes an interleaved slice of every batch and
+    the gradients are summed over processes, the loss divided by the whole batch's response tokens, so a
+    step is the one-process step up to summation order. Each scores its share of every snapshot's cells."""
     plan, total_steps = manifest["snapshots"], manifest["training"]["total_steps"]
     steps_per_epoch = manifest["training"]["steps_per_epoch"]
     from transformers import get_cosine_schedule_with_warmup
@@ -303,6 +323,7 @@ def _train_and_score(store: TrajectoryStore, manifest: dict, model_path: str, to
     # never waits for the GPU.
     visits = torch.full((len(tokenized),), float("nan"), dtype=torch.float64, device=device)
     n_tokens = torch.tensor([t.n_tokens for t in tokenized], dtype=torch.float64, device=device)
+    response_tokens = np.array([t.n_tokens for t in tokenized], dtype=np.int64)
     # training: optimiser steps; capture: keeping visit losses; scoring: passes and writing columns;
     # saving: resume state and checkpoints.
     seconds = dict.fromkeys(("training", "capture", "scoring", "saving"), 0.0)
@@ -313,19 +334,26 @@ def _train_and_score(store: TrajectoryStore, manifest: dict, model_path: str, to
     autocast = torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
                               enabled=config.precision == "bf16-mixed")
     with make_progress(disable=not show_progress) as progress:
-        def save_state() -> None:
+        def save_state() -> None:  # every process holds the same state; the first one writes it
             latest = _latest_train_state(store.root)
-            if latest is None or latest.name != f"train_state-{step:07d}":
+            if group.is_main and (latest is None or latest.name != f"train_state-{step:07d}"):
                 clock = time.perf_counter()
                 _save_train_state(store.root, step, model, optimizer, scheduler)
                 seconds["saving"] += time.perf_counter() - clock
+            group.barrier()
 
         def at_snapshot(k: int) -> None:
             if plan[k].get("capture") == "visits":
                 # Cells first, then the state: a run resumed from this state never needs this epoch again.
                 clock = time.perf_counter()
-                _write_visits(store, k, tokenized, visits.cpu().numpy(), score_config.shard_size)
+                if group.world > 1:  # each process saw its slice of every batch
+                    seen = group.all_reduce_sum((~visits.isnan()).double())
+                    total = group.all_reduce_sum(visits.nan_to_num(0.0))
+                    visits.copy_(torch.where(seen > 0, total, float("nan")))
+                if group.is_main:
+                    _write_visits(store, k, tokenized, visits.cpu().numpy(), score_config.shard_size)
                 visits.fill_(float("nan"))
+                group.barrier()
                 seconds["scoring"] += time.perf_counter() - clock
                 if config.resume_state:
                     save_state()
@@ -333,9 +361,10 @@ def _train_and_score(store: TrajectoryStore, manifest: dict, model_path: str, to
             if config.resume_state and k > 0 and store.missing_shards(k, manifest["n_shards"]):
                 save_state()
             clock = time.perf_counter()
-            score_snapshot(model, tokenized, store, k, score_config, progress)
+            score_snapshot(model, tokenized, store, k, score_config, progress, group)
+            group.barrier()  # every cell of this snapshot is written before anyone looks for missing ones
             seconds["scoring"] += time.perf_counter() - clock
-            if config.keep_checkpoints:
+            if config.keep_checkpoints and group.is_main:
                 clock = time.perf_counter()
                 _save_checkpoint(store.root, k, model, tok)
                 seconds["saving"] += time.perf_counter() - clock
@@ -349,10 +378,19 @@ def _train_and_score(store: TrajectoryStore, manifest: dict, model_path: str, to
             epoch, within = divmod(step, steps_per_epoch)
             order = np.random.default_rng([config.seed, epoch]).permutation(trainable)
             members = order[within * config.batch_size:(within + 1) * config.batch_size]
-            input_ids, attention, loss_mask = pad_batch([tokenized[i] for i in members], device)
-            with autocast:
-                token_ce, rows = token_losses(model, input_ids, attention, loss_mask)
-            loss = token_ce.mean()  # mean over the batch's response tokens, as transformers' loss
+            if group.world > 1:
+                batch_tokens = int(response_tokens[members].sum())
+                members = members[group.rank::group.world]
+            if len(members):
+                input_ids, attention, loss_mask = pad_batch([tokenized[i] for i in members], device)
+                with autocast:
+                    token_ce, rows = token_losses(model, input_ids, attention, loss_mask)
+            else:  # a last batch smaller than the number of processes
+                token_ce, rows = torch.zeros(0, device=device), torch.zeros(0, dtype=torch.long, device=device)
+            if group.world == 1:
+                loss = token_ce.mean()  # mean over the batch's response tokens, as transformers' loss
+            else:
+                loss = token_ce.sum() / batch_tokens  # this process's share of that mean
             if in_training:  # each example's mean response-token loss, from this very forward pass
                 capture_clock = time.perf_counter()
                 where = torch.from_numpy(members).to(device)
@@ -361,7 +399,11 @@ def _train_and_score(store: TrajectoryStore, manifest: dict, model_path: str, to
                 visits[where] = sums / n_tokens[where]
                 seconds["capture"] += time.perf_counter() - capture_clock
                 clock += time.perf_counter() - capture_clock  # not counted as training
-            loss.backward()
+            if loss.requires_grad:
+                loss.backward()
+            if group.world > 1:
+                _sum_gradients(model, group)
+                loss = group.all_reduce_sum(loss.detach().clone())
             if config.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
@@ -373,7 +415,7 @@ def _train_and_score(store: TrajectoryStore, manifest: dict, model_path: str, to
             seconds["training"] += time.perf_counter() - clock
             for k in snapshot_at.get(step, []):
                 at_snapshot(k)
-                if progress.disable:  # no live bars (not a terminal): one line per snapshot instead
+                if progress.disable and group.is_main:  # no live bars (not a terminal): a line per snapshot
                     say(f"step {step}/{total_steps}: snapshot {k} ({plan[k]['label']}) written "
                         f"({time.time() - started:.0f}s)")
     return {name: round(value, 2) for name, value in seconds.items()}
@@ -391,6 +433,7 @@ def record(data: str | Path, proxy: str, out: str | Path, config: RecordConfig |
     if config.capture not in ("snapshots", "in-training"):
         raise InputError(f"unknown capture {config.capture!r}; choose snapshots or in-training", "--capture")
     torch_dtype(score_config.dtype)  # a bad --dtype fails before any work
+    group, device = join(device)
     device = device or default_device()
     model_path = resolve(proxy)
     tok = load_tokenizer(model_path, tokenizer)
@@ -428,20 +471,32 @@ def record(data: str | Path, proxy: str, out: str | Path, config: RecordConfig |
     # kept checkpoints, and the cells.
     weights = folder_bytes(model_path, "*.safetensors")
     need = (6 * weights if config.resume_state else 0) + (len(plan) * weights if config.keep_checkpoints else 0)
-    check_writable(out, need + len(plan) * len(tokenized) * 64, "recording")
-    with directory_lock(out):  # one writer per run directory
-        store, manifest = _open_store(out, manifest, pool, tokenized)
+    if group.is_main:
+        check_writable(out, need + len(plan) * len(tokenized) * 64, "recording")
+    # One writer per run directory: the job's rank 0 holds the lock for all its processes.
+    with directory_lock(out) if group.is_main else contextlib.nullcontext():
+        if group.is_main:
+            store, manifest = _open_store(out, manifest, pool, tokenized)
+        group.barrier()  # the run directory exists, checked, before any process writes into it
+        if not group.is_main:
+            store = TrajectoryStore(out)
+            manifest = store.manifest
         if manifest.get("complete"):
-            say(f"{out}: already complete ({len(plan)} snapshots); nothing to do")
+            if group.is_main:
+                say(f"{out}: already complete ({len(plan)} snapshots); nothing to do")
             return store
 
         started = time.time()
         seconds = _train_and_score(store, manifest, model_path, tok, tokenized, trainable, config, score_config,
-                                   device, show_progress)
-        for leftover in store.root.glob("train_state-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
-        # `seconds`: this process's share only, when the run was resumed.
-        store.update_manifest(complete=True, wall_seconds=round(time.time() - started, 1), seconds=seconds)
+                                   device, show_progress and group.is_main, group)
+        group.barrier()
+        if group.is_main:
+            for leftover in store.root.glob("train_state-*"):
+                shutil.rmtree(leftover, ignore_errors=True)
+            # `seconds`: this process's share only, when the run was resumed.
+            store.update_manifest(complete=True, wall_seconds=round(time.time() - started, 1), seconds=seconds,
+                                  processes=group.world)
+        group.barrier()  # nobody reads a manifest rank 0 is still writing
         return store
 
 
@@ -463,11 +518,14 @@ def _checkpoint_meta(path: Path) -> dict:
 def score(data: str | Path, checkpoints: Sequence[str], out: str | Path, data_config: DataConfig | None = None,
           score_config: ScoreConfig | None = None, tokenizer: str | None = None, device: str | None = None,
           show_progress: bool = True) -> TrajectoryStore:
-    """Score the pool with each checkpoint (one snapshot each, in step order) into a store at `out`."""
+    """Score the pool with each checkpoint (one snapshot each, in step order) into a store at `out`.
+
+    Launched by torchrun or accelerate, the processes share the cells of every snapshot."""
     data_config, score_config = data_config or DataConfig(), score_config or ScoreConfig()
     if not checkpoints:
         raise InputError("give at least one --checkpoint", "--checkpoint")
     torch_dtype(score_config.dtype)
+    group, device = join(device)
     device = device or default_device()
     paths = [resolve(c) for c in checkpoints]
     metas = [_checkpoint_meta(Path(p)) for p in paths]
@@ -482,16 +540,30 @@ def score(data: str | Path, checkpoints: Sequence[str], out: str | Path, data_co
     manifest = base_manifest("score", pool, tokenized, data_config, score_config, tokenizer or paths[-1])
     manifest.update({"model": [str(c) for c in checkpoints], "model_revision": [m["revision"] for m in metas],
                      "training": None, "snapshots": metas})
-    check_writable(out, len(paths) * len(tokenized) * 64, "scoring")
-    with directory_lock(out):  # one writer per run directory
-        store, manifest = _open_store(out, manifest, pool, tokenized)
+    if group.is_main:
+        check_writable(out, len(paths) * len(tokenized) * 64, "scoring")
+    # One writer per run directory: the job's rank 0 holds the lock for all its processes.
+    with directory_lock(out) if group.is_main else contextlib.nullcontext():
+        if group.is_main:
+            store, manifest = _open_store(out, manifest, pool, tokenized)
+        group.barrier()  # the run directory exists, checked, before any process scores into it
+        if not group.is_main:
+            store = TrajectoryStore(out)
+            manifest = store.manifest
         started = time.time()
-        with make_progress(disable=not show_progress) as progress:
+        with make_progress(disable=not show_progress or not group.is_main) as progress:
             for k, path in enumerate(paths):
-                if not store.missing_shards(k, manifest["n_shards"]):
+                if not group.my_shards(store.missing_shards(k, manifest["n_shards"])):
                     continue
                 model = load_model(path, score_config.dtype, device)
-                score_snapshot(model, tokenized, store, k, score_config, progress)
+                score_snapshot(model, tokenized, store, k, score_config, progress, group)
                 del model
-        store.update_manifest(complete=True, wall_seconds=round(time.time() - started, 1))
+        group.barrier()  # every process's cells are written
+        if group.is_main:
+            missing = [(k, s) for k in range(len(paths)) for s in store.missing_shards(k, manifest["n_shards"])]
+            if missing:
+                raise RuntimeError(f"cells {missing[:5]} were not written")  # a bug, not bad input
+            store.update_manifest(complete=True, wall_seconds=round(time.time() - started, 1),
+                                  processes=group.world)
+        group.barrier()  # nobody reads a manifest rank 0 is still writing
         return store
