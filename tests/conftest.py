@@ -60,3 +60,14 @@ def tiny_run(tiny_model_dir, math_pool, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "tiny"
     return record(math_pool, str(tiny_model_dir), out, RecordConfig(**FAST), score_config=ScoreConfig(shard_size=16),
                   show_progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tiny_model_dir, math_pool, tmp_path_factory) -> list[Path]:
+    """The tiny model and two fine-tuned snapshots of it, as Hugging Face folders (for `s2l score`)."""
+    from s2l.trajectories.record import RecordConfig, record
+
+    out = tmp_path_factory.mktemp("ckpt") / "run"
+    record(math_pool, str(tiny_model_dir), out, RecordConfig(**{**FAST, "snapshots": 2}, keep_checkpoints=True),
+           show_progress=False)
+    return [tiny_model_dir] + sorted((out / "checkpoints").glob("snapshot-*"))[1:]

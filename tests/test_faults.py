@@ -100,22 +100,11 @@ def test_in_training_capture_killed_anywhere_resumes_to_the_same_store(tiny_mode
     kill_and_resume(command, complete_store, tmp_path, {"training step", "scoring batch", "written, not renamed"}, 2)
 
 
-@pytest.fixture(scope="module")
-def checkpoints(tiny_model_dir, math_pool, tmp_path_factory) -> list[Path]:
-    """The tiny model and two fine-tuned snapshots of it, as Hugging Face folders."""
-    from s2l.trajectories.record import RecordConfig, record
-
-    out = tmp_path_factory.mktemp("ckpt") / "run"
-    record(math_pool, str(tiny_model_dir), out, RecordConfig(**{**FAST, "snapshots": 2}, keep_checkpoints=True),
-           show_progress=False)
-    return [tiny_model_dir] + sorted((out / "checkpoints").glob("snapshot-*"))[1:]
-
-
-def test_score_killed_anywhere_resumes_to_the_same_store(checkpoints, math_pool, tmp_path):
+def test_score_killed_anywhere_resumes_to_the_same_store(tiny_checkpoints, math_pool, tmp_path):
     def command(out: Path) -> list[str]:
         return (S2L + ["score", "--data", str(math_pool), "--out", str(out), "--dtype", "float32",
                        "--shard-size", "16", "--no-progress"]
-                + [arg for c in checkpoints for arg in ("--checkpoint", str(c))])
+                + [arg for c in tiny_checkpoints for arg in ("--checkpoint", str(c))])
 
     kill_and_resume(command, complete_store, tmp_path, {"scoring batch", "written, not renamed"}, 2)
 

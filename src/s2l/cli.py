@@ -181,6 +181,12 @@ def score(
     dtype: str = DTYPE, format: str = FORMAT, template: str = TEMPLATE, id_column: Optional[str] = ID_COLUMN,
     split: Optional[str] = SPLIT, max_length: int = MAX_LENGTH, tokenizer: Optional[str] = TOKENIZER,
     max_batch_tokens: int = MAX_BATCH_TOKENS, shard_size: int = SHARD_SIZE, device: Optional[str] = DEVICE,
+    executor: str = typer.Option("local", "--executor", help="local (this process, or every process torchrun "
+                                 "launched) or ray (a Ray Data job, one task per (snapshot, shard) cell)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray: an existing cluster (auto, "
+                                              "ray://host:10001); default: start a local one."),
+    workers: int = typer.Option(2, "--workers", help="Ray: scoring actors (one CPU each)."),
+    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", help="Ray: GPUs per actor; a fraction shares one."),
     no_progress: bool = NO_PROGRESS,
 ):
     """Build the same trajectory store from checkpoints you already have (one snapshot each).
@@ -189,12 +195,24 @@ def score(
 
     [bold]Example[/]:
       s2l score --data pool.jsonl --checkpoint ./base --checkpoint out/checkpoint-500 --checkpoint out/checkpoint-1000 --out runs/mine
+      torchrun --nproc-per-node 4 -m s2l.cli score --data pool.jsonl --checkpoint ... --out runs/mine
+      s2l score --executor ray --ray-address auto --workers 8 --gpus-per-worker 0.5 --data pool.jsonl --checkpoint ... --out runs/mine
     """
     from s2l.trajectories.record import ScoreConfig, score as score_run
 
-    store = score_run(data, checkpoint, out, _data_config(format, template, id_column, split, max_length),
-                      ScoreConfig(dtype=dtype, max_batch_tokens=max_batch_tokens, shard_size=shard_size),
-                      tokenizer=tokenizer, device=device, show_progress=not no_progress)
+    data_config = _data_config(format, template, id_column, split, max_length)
+    config = ScoreConfig(dtype=dtype, max_batch_tokens=max_batch_tokens, shard_size=shard_size)
+    if executor == "ray":
+        from s2l.trajectories.ray_executor import score_with_ray
+
+        store = score_with_ray(data, checkpoint, out, data_config, config, tokenizer=tokenizer,
+                               device=device or ("cuda" if gpus_per_worker else "cpu"), address=ray_address,
+                               workers=workers, gpus_per_worker=gpus_per_worker, show_progress=not no_progress)
+    elif executor == "local":
+        store = score_run(data, checkpoint, out, data_config, config, tokenizer=tokenizer, device=device,
+                          show_progress=not no_progress)
+    else:
+        raise InputError(f"unknown executor {executor!r}; choose local or ray", "--executor")
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one process reports
         _print_run(store)
 

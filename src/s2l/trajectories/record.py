@@ -515,18 +515,21 @@ def _checkpoint_meta(path: Path) -> dict:
     return meta
 
 
-def score(data: str | Path, checkpoints: Sequence[str], out: str | Path, data_config: DataConfig | None = None,
-          score_config: ScoreConfig | None = None, tokenizer: str | None = None, device: str | None = None,
-          show_progress: bool = True) -> TrajectoryStore:
-    """Score the pool with each checkpoint (one snapshot each, in step order) into a store at `out`.
+@dataclass
+class ScoreJob:
+    """What scoring checkpoints needs, checked and in step order: shared by every executor."""
 
-    Launched by torchrun or accelerate, the processes share the cells of every snapshot."""
-    data_config, score_config = data_config or DataConfig(), score_config or ScoreConfig()
+    paths: list[str]
+    tokenized: list[TokenizedExample]
+    pool: Pool
+    manifest: dict
+
+
+def prepare_score(data: str | Path, checkpoints: Sequence[str], data_config: DataConfig, score_config: ScoreConfig,
+                  tokenizer: str | None = None) -> ScoreJob:
     if not checkpoints:
         raise InputError("give at least one --checkpoint", "--checkpoint")
     torch_dtype(score_config.dtype)
-    group, device = join(device)
-    device = device or default_device()
     paths = [resolve(c) for c in checkpoints]
     metas = [_checkpoint_meta(Path(p)) for p in paths]
     # Step order: a shell glob puts checkpoint-1000 before checkpoint-500. Folders without a step keep
@@ -540,6 +543,20 @@ def score(data: str | Path, checkpoints: Sequence[str], out: str | Path, data_co
     manifest = base_manifest("score", pool, tokenized, data_config, score_config, tokenizer or paths[-1])
     manifest.update({"model": [str(c) for c in checkpoints], "model_revision": [m["revision"] for m in metas],
                      "training": None, "snapshots": metas})
+    return ScoreJob(paths, tokenized, pool, manifest)
+
+
+def score(data: str | Path, checkpoints: Sequence[str], out: str | Path, data_config: DataConfig | None = None,
+          score_config: ScoreConfig | None = None, tokenizer: str | None = None, device: str | None = None,
+          show_progress: bool = True) -> TrajectoryStore:
+    """Score the pool with each checkpoint (one snapshot each, in step order) into a store at `out`.
+
+    Launched by torchrun or accelerate, the processes share the cells of every snapshot."""
+    data_config, score_config = data_config or DataConfig(), score_config or ScoreConfig()
+    job = prepare_score(data, checkpoints, data_config, score_config, tokenizer)
+    paths, pool, tokenized, manifest = job.paths, job.pool, job.tokenized, job.manifest
+    group, device = join(device)
+    device = device or default_device()
     if group.is_main:
         check_writable(out, len(paths) * len(tokenized) * 64, "scoring")
     # One writer per run directory: the job's rank 0 holds the lock for all its processes.
