@@ -177,7 +177,8 @@ def record(
 def score(
     data: Path = DATA,
     checkpoint: List[str] = typer.Option(..., "--checkpoint", help="A model folder (repeat; sorted by training step)."),
-    out: Path = typer.Option(..., "--out", help="Run directory to write (resumes an interrupted one)."),
+    out: str = typer.Option(..., "--out", help="Run directory to write (resumes an interrupted one): a folder or an "
+                            "fsspec URL (s3://bucket/run, …)."),
     dtype: str = DTYPE, format: str = FORMAT, template: str = TEMPLATE, id_column: Optional[str] = ID_COLUMN,
     split: Optional[str] = SPLIT, max_length: int = MAX_LENGTH, tokenizer: Optional[str] = TOKENIZER,
     max_batch_tokens: int = MAX_BATCH_TOKENS, shard_size: int = SHARD_SIZE, device: Optional[str] = DEVICE,
@@ -221,7 +222,7 @@ def score(
 @reports_input_errors
 def select(
     method: str = typer.Option(..., "--method", help="Selection method; `--method list` shows them all."),
-    trajectories: Optional[Path] = typer.Option(None, "--trajectories", help="A run directory from `s2l record`/`s2l score`, "
+    trajectories: Optional[str] = typer.Option(None, "--trajectories", help="A run directory (or fsspec URL) from `s2l record`/`s2l score`, "
                                                 "or a .parquet/.csv table: example_id, [source], [n_tokens], loss_0 … loss_T."),
     data: Optional[Path] = typer.Option(None, "--data", help="The pool the ids refer to (default for a run: the pool it recorded)."),
     budget: Optional[str] = typer.Option(None, "--budget", help="How many to select: a count (3000) or a fraction of the "
@@ -357,7 +358,7 @@ def report(
 
 @app.command()
 @reports_input_errors
-def export(run: Path = typer.Argument(..., help="A run directory from `s2l record` or `s2l score`."),
+def export(run: str = typer.Argument(..., help="A run directory from `s2l record` or `s2l score`."),
            out: Path = typer.Option(..., "--out", help="The table to write: .parquet or .csv.")):
     """Write a run's trajectories as one table: example_id, source, n_tokens, loss_0 … loss_T.
 
@@ -374,7 +375,7 @@ def export(run: Path = typer.Argument(..., help="A run directory from `s2l recor
 
 @app.command()
 @reports_input_errors
-def info(run: Path = typer.Argument(..., help="A run directory.")):
+def info(run: str = typer.Argument(..., help="A run directory (or an fsspec URL).")):
     """Summarise a run directory: data, model, snapshots, exclusions and completeness.
 
     [bold]Example[/]: s2l info runs/proxy

@@ -42,10 +42,34 @@ def fault_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def is_url(path: str | Path) -> bool:
+    """An fsspec URL (s3://, gs://, memory://, …) rather than a local path."""
+    text = str(path)
+    return "://" in text and not text.startswith("file://")
+
+
+def as_path(path: str | Path):
+    """A local `Path`, or for an fsspec URL a `UPath` (the same interface over the URL's file system).
+    Give URLs as strings: `Path("s3://b/k")` has already lost one of its slashes."""
+    if isinstance(path, Path):
+        return path
+    if is_url(path):
+        from upath import UPath
+
+        return UPath(str(path))
+    return Path(str(path)[len("file://"):] if str(path).startswith("file://") else path)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it is fsynced and renamed onto `path`."""
-    path = Path(path)
+    """Yield a temporary path beside `path`; on success it is fsynced and renamed onto `path`.
+
+    For an fsspec URL, the temporary file is local and is uploaded in one put: an object appears whole
+    or not at all."""
+    path = as_path(path)
+    if not isinstance(path, Path):
+        yield from _remote_atomic_path(path)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -57,6 +81,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _remote_atomic_path(path) -> Iterator[Path]:
+    import tempfile
+
+    fd, local = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(local)
+        fault_point(f"written, not renamed: {path.name}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.fs.put_file(local, path.path)
+    finally:
+        os.unlink(local)
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
@@ -71,7 +109,7 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
 
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with as_path(path).open("rb") as f:
         while block := f.read(chunk_size):
             digest.update(block)
     return digest.hexdigest()
@@ -103,6 +141,9 @@ def directory_lock(root: str | Path) -> Iterator[None]:
     from s2l.errors import InputError
     from s2l.progress import say
 
+    if is_url(root):  # object storage has no locks: the job's driver or rank 0 is its only writer
+        yield
+        return
     root = Path(root)
     made_root = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
@@ -150,6 +191,8 @@ def check_writable(path: str | Path, need_bytes: int = 0, what: str = "this run"
     must have `need_bytes` free (an estimate the caller makes)."""
     from s2l.errors import InputError
 
+    if is_url(path):  # neither permissions nor free space can be asked of object storage up front
+        return
     path = Path(path)
     existing = path
     while not existing.exists() and existing != existing.parent:

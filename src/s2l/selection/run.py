@@ -26,7 +26,7 @@ import numpy as np
 from s2l import __version__
 from s2l.data.pool import Pool, load_pool
 from s2l.errors import InputError
-from s2l.io import sha256_file, write_bytes_atomic, write_json_atomic
+from s2l.io import as_path, sha256_file, write_bytes_atomic, write_json_atomic
 from s2l.selection.base import Selector, make_selector, parse_budget
 from s2l.trajectories.matrix import Trajectories
 from s2l.trajectories.store import TrajectoryStore
@@ -62,9 +62,10 @@ class LoadedTrajectories:
 
 
 def load_trajectories(path: str | Path, snapshot_epochs: list[float] | None = None) -> LoadedTrajectories:
-    """A run directory from `s2l record`/`s2l score`, or a parquet/csv table of losses."""
-    path = Path(path)
-    if path.is_dir():
+    """A run directory from `s2l record`/`s2l score` (a local folder or an fsspec URL), or a parquet/csv
+    table of losses."""
+    path = as_path(path)
+    if path.is_dir() or (not isinstance(path, Path) and (path / "manifest.json").is_file()):
         store = TrajectoryStore(path)
         manifest = store.manifest
         if snapshot_epochs is not None:

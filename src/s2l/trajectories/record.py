@@ -29,7 +29,7 @@ from s2l import __version__
 from s2l.data import Pool, PromptTemplate, TokenizedExample, load_pool, tokenize_examples
 from s2l.distributed import ProcessGroup, join
 from s2l.errors import InputError
-from s2l.io import check_writable, directory_lock, fault_point, folder_bytes, write_json_atomic
+from s2l.io import check_writable, directory_lock, fault_point, folder_bytes, is_url, write_json_atomic
 from s2l.models import default_device, load_model, load_tokenizer, resolve, revision, torch_dtype
 from s2l.progress import make_progress, say
 from s2l.trajectories.scoring import score_examples, token_losses, pad_batch
@@ -430,6 +430,9 @@ def record(data: str | Path, proxy: str, out: str | Path, config: RecordConfig |
         raise InputError(f"unknown precision {config.precision!r}; choose bf16-mixed or float32", "--precision")
     if config.epochs < 1 or config.snapshots < 1 or config.batch_size < 1:
         raise InputError("--epochs, --snapshots and --batch-size must be at least 1", "options")
+    if is_url(out):
+        raise InputError("record keeps its resume state beside the store, on a local disk: record into a local "
+                         "--out and copy the run to object storage, or score checkpoints there with `s2l score`", out)
     if config.capture not in ("snapshots", "in-training"):
         raise InputError(f"unknown capture {config.capture!r}; choose snapshots or in-training", "--capture")
     torch_dtype(score_config.dtype)  # a bad --dtype fails before any work

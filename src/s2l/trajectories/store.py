@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from s2l.errors import InputError
-from s2l.io import LOCK_NAME, atomic_path, sha256_file, write_json_atomic
+from s2l.io import LOCK_NAME, as_path, atomic_path, sha256_file, write_json_atomic
 from s2l.trajectories.matrix import Trajectories
 
 # Settings that change the numbers: a run directory refuses to resume under different ones.
@@ -28,7 +28,7 @@ IDENTITY_KEYS = ("dataset_fingerprint", "format", "template", "id_column", "mode
 
 class TrajectoryStore:
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        self.root = as_path(root)  # a local folder, or an fsspec URL (s3://bucket/run, …) given as a string
 
     # -- manifest -------------------------------------------------------------------------------
     @property
@@ -68,6 +68,8 @@ class TrajectoryStore:
     def remove_leftovers(self) -> int:
         """Delete temporary files a killed writer left (`.NAME.tmp-PID`); call it holding the directory lock,
         when no other writer can be mid-write. Returns how many were removed."""
+        if not isinstance(self.root, Path):  # remote writes are single puts: nothing is left half-written
+            return 0
         leftovers = [p for p in self.root.rglob(".*.tmp-*") if p.is_file()]
         for path in leftovers:
             path.unlink(missing_ok=True)
@@ -90,9 +92,7 @@ class TrajectoryStore:
             pq.write_table(table, tmp)
 
     def read_examples(self):
-        import pyarrow.parquet as pq
-
-        return pq.read_table(self.examples_path)
+        return _read_parquet(self.examples_path)
 
     # -- cells ------------------------------------------------------------------------------------
     def cell_path(self, snapshot: int, shard: int) -> Path:
@@ -135,8 +135,6 @@ class TrajectoryStore:
     # -- loading ----------------------------------------------------------------------------------
     def load(self) -> Trajectories:
         """The N x (T+1) matrix, rows in pool order, columns in snapshot order, aligned by id."""
-        import pyarrow.parquet as pq
-
         manifest = self.manifest
         examples = self.read_examples()
         ids = np.asarray(examples.column("example_id").to_pylist(), dtype=object)
@@ -151,7 +149,7 @@ class TrajectoryStore:
                 raise InputError(f"snapshot {k} is incomplete (shards {missing[:5]}{'…' if len(missing) > 5 else ''} "
                                  "missing); resume the run that makes it", self.root)
             for s in range(n_shards):
-                cell = pq.read_table(self.cell_path(k, s))
+                cell = _read_parquet(self.cell_path(k, s))
                 rows = np.fromiter((position[i] for i in cell.column("example_id").to_pylist()), dtype=np.int64)
                 losses[rows, k] = cell.column("loss").to_numpy()
                 seen[rows, k] = True
@@ -165,3 +163,12 @@ class TrajectoryStore:
             sources=None if all(s is None for s in sources) else np.asarray(sources, dtype=object),
             snapshots=snapshots,
         )
+
+
+def _read_parquet(path):
+    import pyarrow.parquet as pq
+
+    if isinstance(path, Path):
+        return pq.read_table(path)
+    with path.open("rb") as f:  # an fsspec URL
+        return pq.read_table(f)
