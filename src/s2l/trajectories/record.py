@@ -185,13 +185,20 @@ def score_snapshot(model, tokenized: Sequence[TokenizedExample], store: Trajecto
     del scorer
 
 
-def _open_store(out, manifest: dict, pool: Pool, tokenized) -> tuple[TrajectoryStore, dict]:
-    """Create the run directory, or reopen it after checking its settings; call it holding the lock."""
-    store = TrajectoryStore(out)
-    manifest = store.open_or_create(manifest)
-    store.remove_leftovers()  # half-written files of a killed run (never trusted: they have no marker)
-    store.write_examples(examples_table(pool, tokenized))
-    report_exclusions(manifest)
+def _open_store(out, manifest: dict, pool: Pool, tokenized,
+                group: ProcessGroup = ProcessGroup()) -> tuple[TrajectoryStore, dict]:
+    """Create the run directory, or reopen it after checking its settings; call it holding the lock.
+    With several processes, rank 0 does it and the others read the result after a barrier."""
+    if group.is_main:
+        store = TrajectoryStore(out)
+        manifest = store.open_or_create(manifest)
+        store.remove_leftovers()  # half-written files of a killed run (never trusted: they have no marker)
+        store.write_examples(examples_table(pool, tokenized))
+        report_exclusions(manifest)
+    group.barrier()  # the run directory exists, checked, before any process writes into it
+    if not group.is_main:
+        store = TrajectoryStore(out)
+        manifest = store.manifest
     return store, manifest
 
 
@@ -478,12 +485,7 @@ def record(data: str | Path, proxy: str, out: str | Path, config: RecordConfig |
         check_writable(out, need + len(plan) * len(tokenized) * 64, "recording")
     # One writer per run directory: the job's rank 0 holds the lock for all its processes.
     with directory_lock(out) if group.is_main else contextlib.nullcontext():
-        if group.is_main:
-            store, manifest = _open_store(out, manifest, pool, tokenized)
-        group.barrier()  # the run directory exists, checked, before any process writes into it
-        if not group.is_main:
-            store = TrajectoryStore(out)
-            manifest = store.manifest
+        store, manifest = _open_store(out, manifest, pool, tokenized, group)
         if manifest.get("complete"):
             if group.is_main:
                 say(f"{out}: already complete ({len(plan)} snapshots); nothing to do")
@@ -564,12 +566,7 @@ def score(data: str | Path, checkpoints: Sequence[str], out: str | Path, data_co
         check_writable(out, len(paths) * len(tokenized) * 64, "scoring")
     # One writer per run directory: the job's rank 0 holds the lock for all its processes.
     with directory_lock(out) if group.is_main else contextlib.nullcontext():
-        if group.is_main:
-            store, manifest = _open_store(out, manifest, pool, tokenized)
-        group.barrier()  # the run directory exists, checked, before any process scores into it
-        if not group.is_main:
-            store = TrajectoryStore(out)
-            manifest = store.manifest
+        store, manifest = _open_store(out, manifest, pool, tokenized, group)
         started = time.time()
         with make_progress(disable=not show_progress or not group.is_main) as progress:
             for k, path in enumerate(paths):
