@@ -192,3 +192,16 @@ def test_kept_checkpoints_reproduce_the_in_process_scores(tiny_model_dir, math_p
     tokenized = tokenize_examples(AutoTokenizer.from_pretrained(folders[2]), load_pool(math_pool).examples)
     rescored, _ = score_examples(AutoModelForCausalLM.from_pretrained(folders[2], dtype=torch.float32), tokenized)
     np.testing.assert_allclose(store.load().losses[:, 2], rescored, atol=1e-5)
+
+
+def test_compiled_scorer_compiles_once_and_follows_every_snapshot(tiny_run, tiny_model_dir, math_pool, tmp_path):
+    """--compile: one compiled copy refreshed in place at each snapshot gives the eager run's columns (a stale
+    copy would repeat the base model's), and the setting is part of the run's identity."""
+    config = ScoreConfig(shard_size=16, compile=True)
+    store = record(math_pool, str(tiny_model_dir), tmp_path / "compiled", RecordConfig(**FAST), score_config=config,
+                   show_progress=False)
+    assert store.manifest["compiled"] is True and tiny_run.manifest["compiled"] is False
+    np.testing.assert_allclose(store.load().losses, tiny_run.load().losses, atol=1e-4)
+    with pytest.raises(InputError, match="compiled"):
+        record(math_pool, str(tiny_model_dir), tiny_run.root, RecordConfig(**FAST), score_config=config,
+               show_progress=False)

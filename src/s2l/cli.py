@@ -68,6 +68,8 @@ DTYPE = typer.Option("float32", "--dtype", help="Weights while scoring: float32 
 TOKENIZER = typer.Option(None, "--tokenizer", help="Tokenizer to use when the model folder has none.")
 MAX_BATCH_TOKENS = typer.Option(4096, "--max-batch-tokens", help="Padded tokens per scoring batch.")
 SHARD_SIZE = typer.Option(4096, "--shard-size", help="Examples per store cell (the unit of resuming).")
+COMPILE = typer.Option(False, "--compile", help="torch.compile the scorer once per run: minutes to compile, then "
+                       "faster passes (worth it from tens of thousands of examples; see docs/benchmarks.md).")
 DEVICE = typer.Option(None, "--device", help="cpu, cuda, cuda:1 … (default: cuda when present).")
 NO_PROGRESS = typer.Option(False, "--no-progress", help="No progress bars.")
 
@@ -144,10 +146,12 @@ def record(
                                 help="snapshots: score the whole pool at every snapshot (the papers'). in-training: "
                                      "keep each example's loss from the training pass at each epoch's visit, plus "
                                      "a pass before and after training (--snapshots does not apply)."),
+    fsdp: bool = typer.Option(False, "--fsdp", help="Under torchrun/accelerate: shard the proxy's weights, "
+                              "gradients and optimiser state over the processes (FSDP) instead of a copy on each."),
     dtype: str = DTYPE, format: str = FORMAT, template: str = TEMPLATE, id_column: Optional[str] = ID_COLUMN,
     split: Optional[str] = SPLIT, max_length: int = MAX_LENGTH, tokenizer: Optional[str] = TOKENIZER,
-    max_batch_tokens: int = MAX_BATCH_TOKENS, shard_size: int = SHARD_SIZE, device: Optional[str] = DEVICE,
-    no_progress: bool = NO_PROGRESS,
+    max_batch_tokens: int = MAX_BATCH_TOKENS, shard_size: int = SHARD_SIZE, compile: bool = COMPILE,
+    device: Optional[str] = DEVICE, no_progress: bool = NO_PROGRESS,
 ):
     """Fine-tune a small proxy on the whole pool and record every example's loss trajectory.
 
@@ -164,9 +168,9 @@ def record(
         data, proxy, out,
         RecordConfig(epochs=epochs, snapshots=snapshots, epoch_snapshots=epoch_snapshots, learning_rate=learning_rate,
                      batch_size=batch_size, warmup_ratio=warmup_ratio, precision=precision, seed=seed,
-                     keep_checkpoints=keep_checkpoints, capture=capture),
+                     keep_checkpoints=keep_checkpoints, capture=capture, fsdp=fsdp),
         _data_config(format, template, id_column, split, max_length),
-        ScoreConfig(dtype=dtype, max_batch_tokens=max_batch_tokens, shard_size=shard_size),
+        ScoreConfig(dtype=dtype, max_batch_tokens=max_batch_tokens, shard_size=shard_size, compile=compile),
         tokenizer=tokenizer, device=device, show_progress=not no_progress,
     )
     _print_run(store)
@@ -181,7 +185,8 @@ def score(
                             "fsspec URL (s3://bucket/run, …)."),
     dtype: str = DTYPE, format: str = FORMAT, template: str = TEMPLATE, id_column: Optional[str] = ID_COLUMN,
     split: Optional[str] = SPLIT, max_length: int = MAX_LENGTH, tokenizer: Optional[str] = TOKENIZER,
-    max_batch_tokens: int = MAX_BATCH_TOKENS, shard_size: int = SHARD_SIZE, device: Optional[str] = DEVICE,
+    max_batch_tokens: int = MAX_BATCH_TOKENS, shard_size: int = SHARD_SIZE, compile: bool = COMPILE,
+    device: Optional[str] = DEVICE,
     executor: str = typer.Option("local", "--executor", help="local (this process, or every process torchrun "
                                  "launched) or ray (a Ray Data job, one task per (snapshot, shard) cell)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray: an existing cluster (auto, "
@@ -202,7 +207,7 @@ def score(
     from s2l.trajectories.record import ScoreConfig, score as score_run
 
     data_config = _data_config(format, template, id_column, split, max_length)
-    config = ScoreConfig(dtype=dtype, max_batch_tokens=max_batch_tokens, shard_size=shard_size)
+    config = ScoreConfig(dtype=dtype, max_batch_tokens=max_batch_tokens, shard_size=shard_size, compile=compile)
     if executor == "ray":
         from s2l.trajectories.ray_executor import score_with_ray
 

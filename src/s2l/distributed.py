@@ -66,3 +66,46 @@ def join(device: str | None) -> tuple[ProcessGroup, str | None]:
 def leave(group: ProcessGroup) -> None:
     if group.world > 1 and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+# -- FSDP: the proxy's parameters, gradients and optimiser state split over the processes ------------------
+def shard_model(model, device: str) -> None:
+    """Shard `model` in place with FSDP (fully_shard): each decoder layer is one unit, gathered for its
+    forward and backward, then freed. FSDP averages gradients over the processes (a plain sum needs a
+    reduction gloo lacks), so a caller whose loss is each process's share of the batch mean scales it by the
+    number of processes."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(torch.device(device).type, (torch.distributed.get_world_size(),))
+    layers = next((m for m in model.modules() if isinstance(m, torch.nn.ModuleList)
+                   and len(m) == getattr(model.config, "num_hidden_layers", -1)), [])
+    for layer in layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+
+
+def is_sharded(model) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def full_state(model, optimizer=None) -> tuple[dict, dict | None]:
+    """The whole model's weights (and the optimiser's state, keyed by parameter name) gathered from a sharded
+    model, on every process. Every process must call it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True)
+    weights = get_model_state_dict(model, options=options)
+    optim = get_optimizer_state_dict(model, optimizer, options=options) if optimizer is not None else None
+    return weights, optim
+
+
+def load_full_state(model, optimizer, weights: dict, optim: dict) -> None:
+    """Put gathered weights and optimiser state (full_state's) back into a sharded model, on every process."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(model, weights, options=options)
+    set_optimizer_state_dict(model, optimizer, optim, options=options)

@@ -20,7 +20,7 @@ import numpy as np
 from s2l.errors import InputError
 from s2l.io import check_writable, directory_lock
 from s2l.progress import make_progress, say
-from s2l.trajectories.record import DataConfig, ScoreConfig, _open_store, prepare_score
+from s2l.trajectories.record import DataConfig, ScoreConfig, ScoringModel, _open_store, prepare_score
 from s2l.trajectories.store import TrajectoryStore
 
 
@@ -44,6 +44,7 @@ class CellScorer:
         self.store = TrajectoryStore(root)
         self.paths, self.config, self.device = paths, ScoreConfig(**score_config), device
         self.model, self.snapshot = None, None
+        self.scoring_model = ScoringModel(self.config)  # compiled once per actor with --compile
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from s2l.io import fault_point
@@ -56,7 +57,8 @@ class CellScorer:
             if not self.store.is_complete(snapshot, shard):  # a retried task may find it done
                 if snapshot != self.snapshot:
                     self.model, self.snapshot = None, None
-                    self.model = load_model(self.paths[snapshot], self.config.dtype, self.device)
+                    self.model = self.scoring_model.weights_of(load_model(self.paths[snapshot], self.config.dtype,
+                                                                          self.device))
                     self.snapshot = snapshot
                 members = self.tokenized[shard * size:(shard + 1) * size]
                 losses, n_tokens = score_examples(self.model, members, self.config.max_batch_tokens,

@@ -27,7 +27,7 @@ import torch
 
 from s2l import __version__
 from s2l.data import Pool, PromptTemplate, TokenizedExample, load_pool, tokenize_examples
-from s2l.distributed import ProcessGroup, join
+from s2l.distributed import ProcessGroup, full_state, is_sharded, join, load_full_state, shard_model
 from s2l.errors import InputError
 from s2l.io import check_writable, directory_lock, fault_point, folder_bytes, is_url, write_json_atomic
 from s2l.models import default_device, load_model, load_tokenizer, resolve, revision, torch_dtype
@@ -53,6 +53,10 @@ class ScoreConfig:
     max_batch_tokens: int = 4096  # padded tokens per scoring batch (measured best on 2 cores: bench/score_speed.py)
     max_batch_size: int = 64
     shard_size: int = 4096  # examples per store cell
+    # torch.compile the scorer's transformer body, once per run (minutes; pays off from tens of thousands of
+    # examples per snapshot: bench/score_speed.py --compile). Fuses differently, so bf16 losses move by up
+    # to ~0.1 nats: part of the run's identity.
+    compile: bool = False
 
 
 @dataclass
@@ -75,6 +79,10 @@ class RecordConfig:
     # loss from the training forward pass at each visit (one column per epoch), plus one pass with the
     # base model and one with the trained model; `snapshots` and `epoch_snapshots` then do not apply.
     capture: str = "snapshots"
+    # With several processes: shard the proxy's weights, gradients and AdamW state over them (FSDP) instead
+    # of a full copy on each (DDP), for proxies whose training state does not fit one device. Scoring then
+    # uses a full copy in the scoring dtype on each process.
+    fsdp: bool = False
 
 
 # -- the pool, tokenised, and its per-example table ---------------------------------------------------
@@ -136,6 +144,7 @@ def base_manifest(kind: str, pool: Pool, tokenized, data_config: DataConfig, sco
         "tokenizer": tokenizer_name,
         "max_length": data_config.max_length,
         "dtype": score_config.dtype,
+        "compiled": score_config.compile,
         "shard_size": score_config.shard_size,
         "n_examples": n,
         "n_shards": max(1, math.ceil(n / score_config.shard_size)),
@@ -158,17 +167,52 @@ def report_exclusions(manifest: dict) -> None:
 
 
 # -- scoring one snapshot into the store ----------------------------------------------------------------
+class ScoringModel:
+    """The weights that score, in the scoring dtype, without touching the training weights.
+
+    By default: the model itself when it already has that dtype, else a fresh copy per snapshot. Compiled,
+    or for a model sharded over processes (FSDP): one copy, kept for the run and refreshed in place at every
+    snapshot; a compiled graph takes parameters as inputs, so new values need no recompiling."""
+
+    def __init__(self, config: ScoreConfig):
+        self.config = config
+        self.copy_ = None
+
+    def keep_copy(self, model) -> None:
+        """Make the run's copy now (before sharding a model, the last time its whole weights are at hand)."""
+        self.copy_ = copy.deepcopy(model).to(torch_dtype(self.config.dtype))
+        if self.config.compile:
+            self.copy_.base_model.compile(dynamic=True)
+
+    def weights_of(self, model):
+        """The model to score `model`'s current weights with. For a sharded model every process must call it."""
+        dtype = torch_dtype(self.config.dtype)
+        if self.copy_ is None and not self.config.compile:
+            return model if next(model.parameters()).dtype == dtype else copy.deepcopy(model).to(dtype)
+        if self.copy_ is None:
+            self.keep_copy(model)
+            return self.copy_
+        current = full_state(model)[0] if is_sharded(model) else model.state_dict()
+        with torch.no_grad():
+            for name, mine in self.copy_.state_dict().items():
+                if name in current:  # a tied weight may be listed once
+                    mine.copy_(current[name])
+        return self.copy_
+
+
 def score_snapshot(model, tokenized: Sequence[TokenizedExample], store: TrajectoryStore, snapshot: int,
-                   config: ScoreConfig, progress=None, group: ProcessGroup = ProcessGroup()) -> None:
+                   config: ScoreConfig, progress=None, group: ProcessGroup = ProcessGroup(),
+                   scoring_model: ScoringModel | None = None) -> None:
     """Score every shard of `snapshot` that is not complete yet, one cell at a time (with several
-    processes, this process's share of them)."""
+    processes, this process's share of them). Pass one `scoring_model` for a whole run."""
     n_shards = math.ceil(len(tokenized) / config.shard_size) or 1
-    missing = group.my_shards(store.missing_shards(snapshot, n_shards))
+    all_missing = store.missing_shards(snapshot, n_shards)
+    missing = group.my_shards(all_missing)
+    if not missing and not (all_missing and is_sharded(model)):  # gathering sharded weights takes everyone
+        return
+    scorer = (scoring_model or ScoringModel(config)).weights_of(model)
     if not missing:
         return
-    scorer = model
-    if next(model.parameters()).dtype != torch_dtype(config.dtype):
-        scorer = copy.deepcopy(model).to(torch_dtype(config.dtype))  # training weights stay as they are
     todo = sum(len(tokenized[s * config.shard_size:(s + 1) * config.shard_size]) for s in missing)
     task = progress.add_task(f"scoring snapshot {snapshot}", total=todo, info="") if progress else None
     for shard in missing:
@@ -229,15 +273,21 @@ def in_training_plan(steps_per_epoch: int, epochs: int) -> list[dict]:
 
 
 # -- training state, for resuming -----------------------------------------------------------------------
-def _save_train_state(root: Path, step: int, model, optimizer, scheduler) -> None:
+def _save_train_state(root: Path, step: int, model, optimizer, scheduler, gathered: tuple | None = None) -> None:
+    """`gathered`: a sharded model's full_state, saved whole (so a run may resume on another process count)."""
     from safetensors.torch import save_model
 
     folder = root / f"train_state-{step:07d}"
     tmp = root / f".train_state-{step:07d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_model(model, str(tmp / "model.safetensors"))
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+    if gathered is None:
+        save_model(model, str(tmp / "model.safetensors"))
+        optimizer_state = optimizer.state_dict()
+    else:
+        weights, optimizer_state = gathered
+        torch.save(weights, tmp / "model.pt")
+    torch.save({"optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
                 "rng": torch.get_rng_state()}, tmp / "optimizer.pt")
     write_json_atomic(tmp / "state.json", {"step": step})
     shutil.rmtree(folder, ignore_errors=True)
@@ -265,23 +315,29 @@ def _latest_train_state(root: Path) -> Path | None:
 def _load_train_state(folder: Path, model, optimizer, scheduler) -> int:
     from safetensors.torch import load_model as load_weights
 
-    load_weights(model, str(folder / "model.safetensors"))
-    # Our own file, but loaded as data only all the same.
+    # Our own files, but loaded as data only all the same.
     state = torch.load(folder / "optimizer.pt", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
+    if is_sharded(model):
+        load_full_state(model, optimizer, torch.load(folder / "model.pt", weights_only=True), state["optimizer"])
+    else:
+        load_weights(model, str(folder / "model.safetensors"))
+        optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"])
     return json.loads((folder / "state.json").read_text())["step"]
 
 
-def _save_checkpoint(root: Path, snapshot: int, model, tokenizer) -> None:
+def _save_checkpoint(root: Path, snapshot: int, where: dict, model, tokenizer, weights: dict | None = None) -> None:
+    """A Hugging Face folder, with the step and epoch in a Trainer-style trainer_state.json so that `s2l score`
+    puts it in order and knows its epoch. `weights`: a sharded model's gathered weights."""
     folder = root / "checkpoints" / f"snapshot-{snapshot:03d}"
     if folder.exists():
         return
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    model.save_pretrained(tmp, state_dict=weights)
     tokenizer.save_pretrained(tmp)
+    write_json_atomic(tmp / "trainer_state.json", {"global_step": where["step"], "epoch": where["epoch"]})
     tmp.rename(folder)
 
 
@@ -315,6 +371,11 @@ def _train_and_score(store: TrajectoryStore, manifest: dict, model_path: str, to
     torch.manual_seed(config.seed)
     model = load_model(model_path, "float32", device)
     model.config.use_cache = False
+    scoring_model = ScoringModel(score_config)
+    sharded = config.fsdp and group.world > 1
+    if sharded:
+        scoring_model.keep_copy(model)
+        shard_model(model, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, manifest["training"]["warmup_steps"], total_steps)
     step = 0
@@ -322,6 +383,7 @@ def _train_and_score(store: TrajectoryStore, manifest: dict, model_path: str, to
     if state is not None:
         step = _load_train_state(state, model, optimizer, scheduler)
         say(f"resuming {store.root} at step {step} of {total_steps}")
+    saved_at = step if state is not None else None  # the same on every process, unlike what is on disk
     snapshot_at: dict[int, list[int]] = {}
     for k, s in enumerate(plan):
         snapshot_at.setdefault(s["step"], []).append(k)
@@ -341,13 +403,17 @@ def _train_and_score(store: TrajectoryStore, manifest: dict, model_path: str, to
     autocast = torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
                               enabled=config.precision == "bf16-mixed")
     with make_progress(disable=not show_progress) as progress:
-        def save_state() -> None:  # every process holds the same state; the first one writes it
-            latest = _latest_train_state(store.root)
-            if group.is_main and (latest is None or latest.name != f"train_state-{step:07d}"):
-                clock = time.perf_counter()
-                _save_train_state(store.root, step, model, optimizer, scheduler)
-                seconds["saving"] += time.perf_counter() - clock
+        def save_state() -> None:  # every process holds the same state (or its shard); the first one writes it
+            nonlocal saved_at
+            if saved_at == step:
+                return
+            clock = time.perf_counter()
+            gathered = full_state(model, optimizer) if sharded else None  # every process takes part
+            if group.is_main:
+                _save_train_state(store.root, step, model, optimizer, scheduler, gathered)
             group.barrier()
+            saved_at = step
+            seconds["saving"] += time.perf_counter() - clock
 
         def at_snapshot(k: int) -> None:
             if plan[k].get("capture") == "visits":
@@ -368,12 +434,14 @@ def _train_and_score(store: TrajectoryStore, manifest: dict, model_path: str, to
             if config.resume_state and k > 0 and store.missing_shards(k, manifest["n_shards"]):
                 save_state()
             clock = time.perf_counter()
-            score_snapshot(model, tokenized, store, k, score_config, progress, group)
+            score_snapshot(model, tokenized, store, k, score_config, progress, group, scoring_model)
             group.barrier()  # every cell of this snapshot is written before anyone looks for missing ones
             seconds["scoring"] += time.perf_counter() - clock
-            if config.keep_checkpoints and group.is_main:
+            if config.keep_checkpoints:
                 clock = time.perf_counter()
-                _save_checkpoint(store.root, k, model, tok)
+                weights = full_state(model)[0] if sharded else None  # every process takes part
+                if group.is_main:
+                    _save_checkpoint(store.root, k, plan[k], model, tok, weights)
                 seconds["saving"] += time.perf_counter() - clock
 
         for k in snapshot_at.get(step, []):
@@ -385,20 +453,28 @@ def _train_and_score(store: TrajectoryStore, manifest: dict, model_path: str, to
             epoch, within = divmod(step, steps_per_epoch)
             order = np.random.default_rng([config.seed, epoch]).permutation(trainable)
             members = order[within * config.batch_size:(within + 1) * config.batch_size]
+            idle = False
             if group.world > 1:
                 batch_tokens = int(response_tokens[members].sum())
-                members = members[group.rank::group.world]
+                whole_batch, members = members, members[group.rank::group.world]
+                # A last batch smaller than the number of processes: under FSDP every process still takes
+                # part in each layer's gathering, so an idle one runs an example it then weighs 0.
+                idle = len(members) == 0
+                if idle and sharded:
+                    members = whole_batch[:1]
             if len(members):
                 input_ids, attention, loss_mask = pad_batch([tokenized[i] for i in members], device)
                 with autocast:
                     token_ce, rows = token_losses(model, input_ids, attention, loss_mask)
-            else:  # a last batch smaller than the number of processes
+            else:  # an idle process (see above)
                 token_ce, rows = torch.zeros(0, device=device), torch.zeros(0, dtype=torch.long, device=device)
             if group.world == 1:
                 loss = token_ce.mean()  # mean over the batch's response tokens, as transformers' loss
             else:
-                loss = token_ce.sum() / batch_tokens  # this process's share of that mean
-            if in_training:  # each example's mean response-token loss, from this very forward pass
+                loss = token_ce.sum() / batch_tokens * (0.0 if idle else 1.0)  # this process's share of that mean
+                if sharded:  # FSDP averages the gradients over processes; a share times their number sums
+                    loss = loss * group.world
+            if in_training and not idle:  # each example's mean response-token loss, from this very forward pass
                 capture_clock = time.perf_counter()
                 where = torch.from_numpy(members).to(device)
                 sums = torch.zeros(len(members), dtype=torch.float64, device=token_ce.device)
@@ -409,8 +485,9 @@ def _train_and_score(store: TrajectoryStore, manifest: dict, model_path: str, to
             if loss.requires_grad:
                 loss.backward()
             if group.world > 1:
-                _sum_gradients(model, group)
-                loss = group.all_reduce_sum(loss.detach().clone())
+                if not sharded:  # (FSDP reduces its gradients itself)
+                    _sum_gradients(model, group)
+                loss = group.all_reduce_sum(loss.detach().clone()) / (group.world if sharded else 1)
             if config.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
@@ -425,7 +502,7 @@ def _train_and_score(store: TrajectoryStore, manifest: dict, model_path: str, to
                 if progress.disable and group.is_main:  # no live bars (not a terminal): a line per snapshot
                     say(f"step {step}/{total_steps}: snapshot {k} ({plan[k]['label']}) written "
                         f"({time.time() - started:.0f}s)")
-    return {name: round(value, 2) for name, value in seconds.items()}
+    return {name: round(value, 3) for name, value in seconds.items()}
 
 
 def record(data: str | Path, proxy: str, out: str | Path, config: RecordConfig | None = None,
@@ -472,6 +549,8 @@ def record(data: str | Path, proxy: str, out: str | Path, config: RecordConfig |
     # Neither changes the numbers, so a resumed run may set them otherwise.
     for setting in ("keep_checkpoints", "resume_state"):
         manifest["training"].pop(setting)
+    if not config.fsdp:  # so that stores recorded before the option still resume
+        manifest["training"].pop("fsdp")
     if config.capture == "snapshots":
         manifest["training"].pop("capture")  # so that stores recorded before the option still resume
     else:
@@ -568,12 +647,13 @@ def score(data: str | Path, checkpoints: Sequence[str], out: str | Path, data_co
     with directory_lock(out) if group.is_main else contextlib.nullcontext():
         store, manifest = _open_store(out, manifest, pool, tokenized, group)
         started = time.time()
+        scoring_model = ScoringModel(score_config)
         with make_progress(disable=not show_progress or not group.is_main) as progress:
             for k, path in enumerate(paths):
                 if not group.my_shards(store.missing_shards(k, manifest["n_shards"])):
                     continue
                 model = load_model(path, score_config.dtype, device)
-                score_snapshot(model, tokenized, store, k, score_config, progress, group)
+                score_snapshot(model, tokenized, store, k, score_config, progress, group, scoring_model)
                 del model
         group.barrier()  # every process's cells are written
         if group.is_main:

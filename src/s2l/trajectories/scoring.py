@@ -63,7 +63,9 @@ def token_losses(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, l
     predicts = loss_mask[:, 1:]  # output position p-1 predicts token p
     targets = input_ids[:, 1:][predicts]
     rows = predicts.nonzero()[:, 0]
-    if model.config.model_type in HEAD_ONLY_AT_RESPONSE:
+    # A model sharded with FSDP gathers its outer weights (embeddings, head) only inside its own forward, so it
+    # takes the plain path with full logits.
+    if model.config.model_type in HEAD_ONLY_AT_RESPONSE and not _is_fsdp(model):
         hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         hidden = hidden[:, :-1][predicts]
         head = model.get_output_embeddings()
@@ -79,6 +81,12 @@ def token_losses(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, l
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][predicts].float()
         losses = F.cross_entropy(logits, targets, reduction="none")
     return losses, rows
+
+
+def _is_fsdp(model) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
 
 
 @torch.inference_mode()

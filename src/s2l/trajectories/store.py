@@ -23,7 +23,8 @@ from s2l.trajectories.matrix import Trajectories
 
 # Settings that change the numbers: a run directory refuses to resume under different ones.
 IDENTITY_KEYS = ("dataset_fingerprint", "format", "template", "id_column", "model", "model_revision",
-                 "tokenizer", "max_length", "dtype", "shard_size", "training", "snapshots")
+                 "tokenizer", "max_length", "dtype", "compiled", "shard_size", "training", "snapshots")
+IDENTITY_DEFAULTS = {"compiled": False}  # what a run made before the key existed used
 
 
 class TrajectoryStore:
@@ -51,7 +52,8 @@ class TrajectoryStore:
         """Start a new run, or check that an existing one was made with the same settings."""
         if self.manifest_path.exists():
             existing = self.manifest
-            differ = [k for k in IDENTITY_KEYS if existing.get(k) != manifest.get(k)]
+            setting = lambda m, k: m.get(k, IDENTITY_DEFAULTS.get(k))  # noqa: E731
+            differ = [k for k in IDENTITY_KEYS if setting(existing, k) != setting(manifest, k)]
             if differ:
                 raise InputError(
                     "this run directory was made with different settings (" + ", ".join(differ) +
