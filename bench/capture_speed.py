@@ -69,12 +69,36 @@ def selections(store, clusters: int, seed: int) -> dict:
     return out
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
+def selection_agreement(store_a, store_b, clusters: int) -> dict:
+    """How alike selection is on two stores of the same pool: S2L subsets at 10% and 30% (beside two seeds
+    on store_a, the noise floor), the clusterings' adjusted Rand index, Spearman of LP(1) and final loss."""
     from scipy.stats import spearmanr
     from sklearn.metrics import adjusted_rand_score
 
     from s2l.selection.lp import epoch_columns, learning_percentage
+
+    ta, tb = store_a.load(), store_b.load()
+    assert list(ta.ids) == list(tb.ids)
+    a, b = selections(store_a, clusters, 0), selections(store_b, clusters, 0)
+    floor = selections(store_a, clusters, 1)
+    agreement = {"examples": len(ta.ids)}
+    for budget in (0.1, 0.3):
+        n = len(a[budget])
+        agreement[f"s2l_overlap_{int(budget * 100)}"] = round(len(a[budget] & b[budget]) / n, 4)
+        agreement[f"s2l_overlap_{int(budget * 100)}_two_seeds_faithful"] = round(len(a[budget] & floor[budget]) / n, 4)
+        agreement[f"random_overlap_{int(budget * 100)}_expected"] = budget
+    agreement["ari"] = round(float(adjusted_rand_score(a["labels"], b["labels"])), 4)
+    agreement["ari_two_seeds_faithful"] = round(float(adjusted_rand_score(a["labels"], floor["labels"])), 4)
+    lp_a = learning_percentage(ta.losses, *epoch_columns(store_a.manifest["snapshots"], 1))
+    lp_b = learning_percentage(tb.losses, *epoch_columns(store_b.manifest["snapshots"], 1))
+    ok = np.isfinite(lp_a) & np.isfinite(lp_b)
+    agreement["lp_spearman"] = round(float(spearmanr(lp_a[ok], lp_b[ok]).statistic), 4)
+    agreement["final_loss_spearman"] = round(float(spearmanr(ta.losses[:, -1], tb.losses[:, -1]).statistic), 4)
+    return agreement
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
     from s2l.trajectories.record import RecordConfig, ScoreConfig, record
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="s2l-capture-"))
@@ -103,27 +127,11 @@ def main(argv=None) -> dict:
               f"{seconds['saving']:5.1f} s  -> capture adds {100 * added / seconds['training']:.1f}% to training",
               flush=True)
 
-    faithful, cheap = stores["snapshots"].load(), stores["in-training"].load()
-    assert list(faithful.ids) == list(cheap.ids)
-    a, b = selections(stores["snapshots"], args.clusters, 0), selections(stores["in-training"], args.clusters, 0)
-    floor = selections(stores["snapshots"], args.clusters, 1)
-    agreement = {}
-    for budget in (0.1, 0.3):
-        n = len(a[budget])
-        agreement[f"s2l_overlap_{int(budget * 100)}"] = round(len(a[budget] & b[budget]) / n, 4)
-        agreement[f"s2l_overlap_{int(budget * 100)}_two_seeds_faithful"] = round(len(a[budget] & floor[budget]) / n, 4)
-        agreement[f"random_overlap_{int(budget * 100)}_expected"] = budget
-    agreement["ari"] = round(float(adjusted_rand_score(a["labels"], b["labels"])), 4)
-    agreement["ari_two_seeds_faithful"] = round(float(adjusted_rand_score(a["labels"], floor["labels"])), 4)
-    lp_a = learning_percentage(faithful.losses, *epoch_columns(stores["snapshots"].manifest["snapshots"], 1))
-    lp_b = learning_percentage(cheap.losses, *epoch_columns(stores["in-training"].manifest["snapshots"], 1))
-    ok = np.isfinite(lp_a) & np.isfinite(lp_b)
-    agreement["lp_spearman"] = round(float(spearmanr(lp_a[ok], lp_b[ok]).statistic), 4)
-    agreement["final_loss_spearman"] = round(float(spearmanr(faithful.losses[:, -1], cheap.losses[:, -1]).statistic), 4)
+    agreement = selection_agreement(stores["snapshots"], stores["in-training"], args.clusters)
     for key, value in agreement.items():
         print(f"{key:>40}: {value}")
 
-    result = {"bench": "capture_speed", "examples": len(faithful.ids), "proxy": args.proxy, "epochs": args.epochs,
+    result = {"bench": "capture_speed", "examples": agreement.pop("examples"), "proxy": args.proxy, "epochs": args.epochs,
               "snapshots": args.snapshots, "captures": figures, "agreement": agreement,
               "in_training_wall_vs_faithful": round(figures["in-training"]["wall_seconds"]
                                                     / figures["snapshots"]["wall_seconds"], 3)}
