@@ -7,6 +7,8 @@ On one model and one set of examples it times:
                tokens labelled -100 (how the S2L / learning-percentage reference code measured losses);
   s2l fp32     `s2l.trajectories.scoring.score_examples` with float32 weights;
   s2l bf16     the same scorer with the weights cast to bfloat16;
+  s2l bf16c    with --compile: that bf16 scorer torch.compile'd as `--compile` does it (compiled during
+               the warm-up, over every batch shape, so the timed passes do not recompile);
 
 and the machine's measured float32 and bf16 matmul peak (large square `torch.matmul`, best of several).
 Model FLOPs are counted as 2 x parameters x input tokens (every input token of every example, padding
@@ -78,6 +80,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--peak-repeats", type=int, default=15,
                    help="timed matmuls per size and dtype, spread between the variants' rounds; the fastest counts "
                         "(default: 15; bf16 matmul speed here jumps between two levels, so few samples understate the peak)")
+    p.add_argument("--compile", action="store_true",
+                   help="also time the bf16 scorer compiled as `s2l record/score --compile` does (minutes to compile)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated pool (default: 0)")
     p.add_argument("--out-json", default=None, help="also write the result JSON here")
     args = p.parse_args(argv)
@@ -235,6 +239,10 @@ def main(argv=None) -> int:
     model.eval()
     n_params = sum(p.numel() for p in model.parameters())
     bf16_model = copy.deepcopy(model).to(torch.bfloat16)
+    compiled_model = None
+    if args.compile:
+        from s2l.trajectories.record import ScoreConfig, ScoringModel
+        compiled_model = ScoringModel(ScoreConfig(dtype="bf16", compile=True)).weights_of(model)
 
     n_ex, n_ref = len(examples), len(reference_set)
     tokens = sum(len(e) for e in examples)
@@ -254,6 +262,7 @@ def main(argv=None) -> int:
     ref = np.full(n_ref, np.nan)
     fp32 = np.full(n_ex, np.nan)
     bf16 = np.full(n_ex, np.nan)
+    bf16c = np.full(n_ex, np.nan)
 
     def reference_piece(part):
         def run():
@@ -278,6 +287,13 @@ def main(argv=None) -> int:
         reference_losses(model, reference_set[:WARMUP_REFERENCE])
         for scorer in (model, bf16_model):
             s2l_losses(scorer, [examples[i] for i in np.sort(batches[0])], args)  # the longest batch
+    compile_seconds = None
+    if compiled_model is not None:  # every batch of the plan, alone, as the timed passes run them
+        clock = time.perf_counter()
+        for b in batches:
+            s2l_losses(compiled_model, [examples[i] for i in np.sort(b)], args)
+        compile_seconds = time.perf_counter() - clock
+        print(f"compiled: {compile_seconds:.0f} s for the first pass (compiling included)")
     sizes = [int(s) for s in args.peak_sizes.split(",") if s.strip()]
     peak = MatmulPeak([torch.bfloat16, torch.float32], sizes)
     warmup_seconds = time.perf_counter() - warm
@@ -288,6 +304,7 @@ def main(argv=None) -> int:
         "reference": [reference_piece(part) for part in np.array_split(np.arange(n_ref), rounds)],
         "fp32": [s2l_piece(fp32, model, b) for b in batches],
         "bf16": [s2l_piece(bf16, bf16_model, b) for b in batches],
+        **({"bf16c": [s2l_piece(bf16c, compiled_model, b) for b in batches]} if compiled_model is not None else {}),
         "peak": [peak.sampler(per_round) for _ in range(rounds)],
     }, rounds, args.repeats)
     while min(peak.samples.values()) < args.peak_repeats:
@@ -312,6 +329,8 @@ def main(argv=None) -> int:
         "s2l scorer fp32": (n_ex, figures(t_fp32, n_ex, tokens)),
         "s2l scorer bf16": (n_ex, figures(t_bf16, n_ex, tokens)),
     }
+    if compiled_model is not None:
+        variants["s2l scorer bf16c"] = (n_ex, figures(seconds["bf16c"], n_ex, tokens))
     ref_rate = variants["reference fp32, 1 at a time"][1]["examples_per_s"]
     rows = [[name, n, f"{f['seconds']:.2f}", f"{f['examples_per_s']:.2f}", f"{f['tokens_per_s']:.0f}",
              f"{f['gflops']:.1f}", f"{f['frac_bf16_peak']:.1%}", f"{f['examples_per_s'] / ref_rate:.2f}x"]
@@ -334,6 +353,11 @@ def main(argv=None) -> int:
           f"({'agrees' if agrees else 'DISAGREES'} within {AGREEMENT_TOLERANCE:g})")
     print(f"s2l bf16 vs s2l fp32 on {n_ex} examples: max |diff| {diff_bf16:.2e}, "
           f"mean |diff| {float(np.mean(np.abs(bf16 - fp32))):.2e}")
+    diff_compiled = None
+    if compiled_model is not None:
+        diff_compiled = float(np.max(np.abs(bf16c - bf16)))
+        print(f"s2l bf16 compiled vs eager bf16: max |diff| {diff_compiled:.2e}, vs fp32: max |diff| "
+              f"{float(np.max(np.abs(bf16c - fp32))):.2e}, mean {float(np.mean(np.abs(bf16c - fp32))):.2e}")
     print(f"total {time.perf_counter() - started:.0f} s")
 
     fig = {name.split()[-1] if name.startswith("s2l") else "reference": f for name, (_, f) in variants.items()}
@@ -367,6 +391,12 @@ def main(argv=None) -> int:
         "bf16_gflops": fig["bf16"]["gflops"],
         "mfu_bf16": fig["bf16"]["gflops"] / peak_bf16,
         "mfu_fp32": fig["fp32"]["gflops"] / peak_fp32,
+        **({"bf16_compiled_examples_per_s": fig["bf16c"]["examples_per_s"],
+            "speedup_bf16_compiled_vs_reference": fig["bf16c"]["examples_per_s"] / ref_rate,
+            "compiled_vs_eager_bf16": seconds["bf16"] / seconds["bf16c"],
+            "mfu_bf16_compiled": fig["bf16c"]["gflops"] / peak_bf16,
+            "compile_seconds": compile_seconds, "max_abs_diff_compiled_vs_bf16": diff_compiled}
+           if compiled_model is not None else {}),
         "peak_bf16_gflops": peak_bf16,
         "peak_fp32_gflops": peak_fp32,
         "max_abs_diff_fp32": diff_fp32,
