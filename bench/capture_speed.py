@@ -23,10 +23,7 @@ The last line of stdout is one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -38,7 +35,7 @@ warnings.filterwarnings("ignore")
 
 import numpy as np  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+from common import emit, math_pool  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -103,10 +100,7 @@ def main(argv=None) -> dict:
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="s2l-capture-"))
     work.mkdir(parents=True, exist_ok=True)
-    pool = Path(args.data) if args.data else work / "data" / "pool.jsonl"
-    if not args.data and not pool.is_file():
-        subprocess.run([sys.executable, str(REPO / "examples" / "make_math_pool.py"), "--out", str(pool.parent),
-                        "--size", str(args.size), "--test-size", "10", "--seed", "0"], check=True)
+    pool = Path(args.data) if args.data else math_pool(work / "data", args.size)
 
     stores, figures = {}, {}
     for capture in ("snapshots", "in-training"):
@@ -135,10 +129,7 @@ def main(argv=None) -> dict:
               "snapshots": args.snapshots, "captures": figures, "agreement": agreement,
               "in_training_wall_vs_faithful": round(figures["in-training"]["wall_seconds"]
                                                     / figures["snapshots"]["wall_seconds"], 3)}
-    if args.out_json:
-        Path(args.out_json).write_text(json.dumps(result, indent=2))
-    print(json.dumps(result))
-    return result
+    return emit(result, args.out_json)
 
 
 if __name__ == "__main__":

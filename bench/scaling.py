@@ -27,7 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from common import emit, math_pool  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -63,13 +63,8 @@ def main(argv=None) -> dict:
     from s2l.models import resolve
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="s2l-scaling-"))
-    data = work / "data"
-    if not (data / "pool.jsonl").is_file():
-        subprocess.run([sys.executable, str(REPO / "examples" / "make_math_pool.py"), "--out", str(data),
-                        "--size", str(args.examples), "--test-size", "10", "--seed", "0"], check=True,
-                       capture_output=True)
-    pool = data / "pool.jsonl"
-    small = data / "record.jsonl"
+    pool = math_pool(work / "data", args.examples)
+    small = pool.with_name("record.jsonl")
     small.write_text("".join(pool.read_text().splitlines(keepends=True)[:args.record_examples]))
     model = resolve(args.model)
     cores = os.cpu_count() or 1
@@ -95,10 +90,7 @@ def main(argv=None) -> dict:
         result[f"{job}_seconds_1"], result[f"{job}_seconds_{args.processes}"] = one, many
         result[f"{job}_speedup"] = round(one / many, 3)
         print(f"{job}: 1 process {one:.1f} s, {args.processes} processes {many:.1f} s -> {one / many:.2f}x")
-    if args.out_json:
-        Path(args.out_json).write_text(json.dumps(result, indent=2))
-    print(json.dumps(result))
-    return result
+    return emit(result, args.out_json)
 
 
 if __name__ == "__main__":

@@ -34,9 +34,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,7 +50,7 @@ warnings.filterwarnings("ignore")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+from common import emit, math_pool  # noqa: E402
 AGREEMENT_TOLERANCE = 1e-4
 BUSY_SHARE = 0.05  # other processes' share of the CPUs above which the figures are flagged
 WARMUP_REFERENCE = 4  # examples in the reference loop's warm-up pass
@@ -104,12 +102,7 @@ def load_examples(args, tokenizer):
     with tempfile.TemporaryDirectory(prefix="s2l-bench-") as tmp:
         data = args.data
         if data is None:
-            cmd = [sys.executable, str(REPO / "examples" / "make_math_pool.py"), "--out", tmp,
-                   "--size", str(args.examples), "--seed", str(args.seed)]
-            result = subprocess.run(cmd, capture_output=True, text=True)
-            if result.returncode != 0:
-                sys.exit(f"making the example pool failed:\n{result.stderr[-2000:]}")
-            data = str(Path(tmp) / "pool.jsonl")
+            data = str(math_pool(Path(tmp), args.examples, seed=args.seed))
         pool = load_pool(data)
         tokenized = tokenize_examples(tokenizer, pool.examples[: args.examples], args.max_length)
     tokenized = [t for t in tokenized if t.n_tokens > 0]  # an example with no response token has no loss
@@ -407,9 +400,7 @@ def main(argv=None) -> int:
         "cpus": os.cpu_count(),
     }
     result = {k: (float(f"{v:.6g}") if isinstance(v, float) else v) for k, v in result.items()}
-    if args.out_json:
-        Path(args.out_json).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    emit(result, args.out_json)
     return 0 if agrees else 1
 
 

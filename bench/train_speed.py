@@ -22,10 +22,7 @@ time. The last line of stdout is one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -38,7 +35,7 @@ warnings.filterwarnings("ignore")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+from common import emit, math_pool  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -134,9 +131,7 @@ def main(argv=None) -> dict:
     model_path = resolve(args.model)
     work = Path(tempfile.mkdtemp(prefix="s2l-train-speed-"))
     n = args.steps * args.batch_size
-    subprocess.run([sys.executable, str(REPO / "examples" / "make_math_pool.py"), "--out", str(work / "data"),
-                    "--size", str(n), "--test-size", "5", "--seed", "0"], check=True, capture_output=True)
-    subset = work / "data" / "pool.jsonl"
+    subset = math_pool(work / "data", n, test_size=5)
     pool = load_pool(subset)
     tokenized = tokenize_examples(load_tokenizer(model_path), pool.examples)
     assert all(t.n_tokens > 0 for t in tokenized) and len(tokenized) == n
@@ -165,10 +160,7 @@ def main(argv=None) -> dict:
     for name, rate in rates.items():
         print(f"{name:>10}: {rate:7.0f} tok/s  {result['seconds_per_step'][name]:.2f} s/step  "
               f"{rate / rates['trainer']:.2f}x the Trainer")
-    if args.out_json:
-        Path(args.out_json).write_text(json.dumps(result, indent=2))
-    print(json.dumps(result))
-    return result
+    return emit(result, args.out_json)
 
 
 if __name__ == "__main__":
