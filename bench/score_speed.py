@@ -10,7 +10,9 @@ On one model and one set of examples it times:
   s2l bf16c    with --compile: that bf16 scorer torch.compile'd as `--compile` does it (compiled during
                the warm-up, over every batch shape, so the timed passes do not recompile);
 
-and the machine's measured float32 and bf16 matmul peak (large square `torch.matmul`, best of several).
+and the machine's measured float32 and bf16 matmul peak (large square `torch.matmul`, best of several),
+and the bf16 rate of this model's own matrix shapes (its nn.Linear layers on a batch of tokens), the
+ceiling a scorer of this model could reach if it did nothing but its matmuls.
 Model FLOPs are counted as 2 x parameters x input tokens (every input token of every example, padding
 not counted), so GFLOP/s over the bf16 matmul peak is a model-FLOPs utilisation.
 
@@ -181,6 +183,41 @@ class MatmulPeak:
         return {n: 2 * n**3 / t / 1e9 for (d, n), t in self.best.items() if d == dtype}
 
 
+class ModelMatmuls:
+    """The rate this model's own matrix products reach in bf16: every distinct nn.Linear of the transformer
+    body, as [batch tokens x in] @ [in x out], timed like MatmulPeak (fastest sample of each) and weighted
+    by how often a pass runs it. A small model's products are thin (SmolLM2: 576 wide), so this ceiling
+    sits well under the square-matmul peak; a scorer's share of it says what is left beside the matmuls.
+    """
+
+    def __init__(self, model, tokens: int):
+        body = [m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "lm_head" not in name]
+        shapes: dict[tuple[int, int], int] = {}
+        for m in body:
+            shapes[(m.in_features, m.out_features)] = shapes.get((m.in_features, m.out_features), 0) + 1
+        self.tokens, self.uses = tokens, shapes
+        self.operands = {k: (torch.randn(tokens, k[0]).to(torch.bfloat16), torch.randn(k[1], k[0]).to(torch.bfloat16))
+                         for k in shapes}
+        self.best = {k: float("inf") for k in shapes}
+        self.sample()  # warm-up
+
+    def sample(self) -> None:
+        for key, (x, w) in self.operands.items():
+            start = time.perf_counter()
+            torch.nn.functional.linear(x, w)
+            self.best[key] = min(self.best[key], time.perf_counter() - start)
+
+    def sampler(self, times: int):
+        def run():
+            for _ in range(times):
+                self.sample()
+        return run
+
+    def gflops(self) -> float:
+        flops = sum(2 * self.tokens * i * o * n for (i, o), n in self.uses.items())
+        return flops / sum(self.best[k] * n for k, n in self.uses.items()) / 1e9
+
+
 class CpuShare:
     """How much of the machine's CPU time other processes took while we ran (Linux /proc/stat; None elsewhere)."""
 
@@ -289,6 +326,7 @@ def main(argv=None) -> int:
         print(f"compiled: {compile_seconds:.0f} s for the first pass (compiling included)")
     sizes = [int(s) for s in args.peak_sizes.split(",") if s.strip()]
     peak = MatmulPeak([torch.bfloat16, torch.float32], sizes)
+    shaped = ModelMatmuls(model, args.max_batch_tokens)
     warmup_seconds = time.perf_counter() - warm
 
     rounds = len(batches)
@@ -299,9 +337,12 @@ def main(argv=None) -> int:
         "bf16": [s2l_piece(bf16, bf16_model, b) for b in batches],
         **({"bf16c": [s2l_piece(bf16c, compiled_model, b) for b in batches]} if compiled_model is not None else {}),
         "peak": [peak.sampler(per_round) for _ in range(rounds)],
+        "shaped": [shaped.sampler(per_round) for _ in range(rounds)],
     }, rounds, args.repeats)
     while min(peak.samples.values()) < args.peak_repeats:
         peak.sample()
+        shaped.sample()
+    shaped_bf16 = shaped.gflops()
     t_ref, t_fp32, t_bf16 = seconds["reference"], seconds["fp32"], seconds["bf16"]
     peak_bf16_sizes, peak_fp32_sizes = peak.gflops(torch.bfloat16), peak.gflops(torch.float32)
     peak_bf16, peak_fp32 = max(peak_bf16_sizes.values()), max(peak_fp32_sizes.values())
@@ -342,6 +383,11 @@ def main(argv=None) -> int:
         n_params / 1e6, min(peak.samples.values()),
         ", ".join(f"{n}: {g:.0f}" for n, g in peak_bf16_sizes.items()),
         ", ".join(f"{n}: {g:.0f}" for n, g in peak_fp32_sizes.items())))
+    print(f"this model's own matmul shapes ({len(shaped.uses)} distinct nn.Linear, {args.max_batch_tokens}-token "
+          f"batches) reach {shaped_bf16:.0f} GFLOP/s in bf16, {shaped_bf16 / peak_bf16:.0%} of the square peak; "
+          f"the bf16 scorer is at {variants['s2l scorer bf16'][1]['gflops'] / shaped_bf16:.0%} of that"
+          + (f", compiled at {variants['s2l scorer bf16c'][1]['gflops'] / shaped_bf16:.0%}" if compiled_model is not None
+             else ""))
     print(f"s2l fp32 vs reference on {n_ref} examples: max |diff| {diff_fp32:.2e} "
           f"({'agrees' if agrees else 'DISAGREES'} within {AGREEMENT_TOLERANCE:g})")
     print(f"s2l bf16 vs s2l fp32 on {n_ex} examples: max |diff| {diff_bf16:.2e}, "
@@ -391,6 +437,9 @@ def main(argv=None) -> int:
             "compile_seconds": compile_seconds, "max_abs_diff_compiled_vs_bf16": diff_compiled}
            if compiled_model is not None else {}),
         "peak_bf16_gflops": peak_bf16,
+        "model_shaped_bf16_gflops": shaped_bf16,
+        "bf16_of_model_shaped": fig["bf16"]["gflops"] / shaped_bf16,
+        **({"bf16_compiled_of_model_shaped": fig["bf16c"]["gflops"] / shaped_bf16} if compiled_model is not None else {}),
         "peak_fp32_gflops": peak_fp32,
         "max_abs_diff_fp32": diff_fp32,
         "fp32_agrees": agrees,
