@@ -68,8 +68,10 @@ def _faiss_centers(train: np.ndarray, k: int, n_iter: int, seed: int) -> np.ndar
         import faiss
     except ImportError:  # the fallback keeps selection working where faiss has no wheel
         return _sklearn_centers(train, k, n_iter, seed)
+    # faiss-gpu trains on every visible GPU (faiss-cpu reports none). Assignment stays ours, in batches.
+    on_gpu = {"gpu": True} if getattr(faiss, "get_num_gpus", lambda: 0)() > 0 else {}
     km = faiss.Kmeans(train.shape[1], k, niter=n_iter, seed=seed, verbose=False,
-                      max_points_per_centroid=max(1, -(-len(train) // k)), min_points_per_centroid=1)
+                      max_points_per_centroid=max(1, -(-len(train) // k)), min_points_per_centroid=1, **on_gpu)
     km.train(train)
     return np.asarray(km.centroids, dtype=np.float32)
 
