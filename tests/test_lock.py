@@ -122,3 +122,26 @@ def test_a_full_disk_mid_run_is_one_clear_line_and_the_run_resumes(tiny_model_di
                 if p.is_file() and p.name not in ("manifest.json", ".s2l.lock")}
 
     assert files(tmp_path / "run") == files(tmp_path / "reference")
+
+
+def test_leftovers_of_killed_writers_are_removed_and_live_ones_kept(tmp_path):
+    """A killed `select` leaves `.OUT.tmp-PID` (and, mid --force, `.OUT.old-PID`) beside its output; the next
+    writer removes those of dead processes only. Under a held lock, everything of the kind goes."""
+    from s2l.io import remove_leftovers
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    (tmp_path / f".sel.tmp-{dead_pid}").mkdir()
+    (tmp_path / f".sel.tmp-{dead_pid}" / "selected.jsonl").write_text("{}\n")
+    (tmp_path / f".sel.old-{dead_pid}").mkdir()
+    (tmp_path / f".sel.tmp-{os.getpid()}").mkdir()  # a live writer's
+    (tmp_path / "sel").mkdir()
+    (tmp_path / ".other.tmp-1").write_text("")  # another output's: not ours to judge here
+    assert remove_leftovers(tmp_path, beside="sel") == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f".sel.tmp-{os.getpid()}", "sel", ".other.tmp-1"])
+    nested = tmp_path / "cells" / "a"
+    nested.mkdir(parents=True)
+    (nested / ".results.csv.tmp-7").write_text("half")
+    (nested / "results.csv").write_text("whole")
+    assert remove_leftovers(tmp_path) == 3
+    assert sorted(p.name for p in nested.iterdir()) == ["results.csv"]

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from s2l.errors import InputError
-from s2l.io import directory_lock, write_bytes_atomic, write_json_atomic
+from s2l.io import directory_lock, remove_leftovers, write_bytes_atomic, write_json_atomic
 from s2l.progress import console, say
 
 FULL = "full"
@@ -208,6 +208,7 @@ class Experiment:
         started = time.perf_counter()
         self.check()
         with directory_lock(self.out):  # one experiment per output directory
+            remove_leftovers(self.out)  # half-written files and folders of a killed run (we hold the lock)
             return self._run(started)
 
     def _run(self, started: float) -> list[dict]:

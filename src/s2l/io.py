@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -95,6 +96,42 @@ def _remote_atomic_path(path) -> Iterator[Path]:
         path.fs.put_file(local, path.path)
     finally:
         os.unlink(local)
+
+
+# What an atomic write leaves when its process is killed: `.NAME.tmp-PID` (being written) or `.NAME.old-PID`
+# (a replaced folder, deleted once the new one is in place); a file or a folder.
+_LEFTOVER = re.compile(r"^\..+\.(tmp|old)-(\d+)$")
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_leftovers(root: str | Path, beside: str | None = None) -> int:
+    """Delete what killed writers left: under `root` (recursively) when the caller holds root's directory
+    lock, or, with `beside`, only the leftovers of `root/beside` whose process is no longer running. Returns
+    how many were removed."""
+    root = Path(root)
+    if not root.is_dir():
+        return 0
+    found = root.glob(f".{beside}.*") if beside else root.rglob(".*")
+    removed = 0
+    for path in list(found):
+        match = _LEFTOVER.match(path.name)
+        if not match or (beside and _running(int(match.group(2)))):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:

@@ -95,6 +95,9 @@ def _check_out(out: Path) -> None:
 
 
 def _write(out: Path, document: str, figures: dict[str, bytes]) -> Path:
+    from s2l.io import remove_leftovers
+
+    remove_leftovers(out.parent, beside=out.name)  # of a killed `report` into the same --out
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     old = out.with_name(f".{out.name}.old-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

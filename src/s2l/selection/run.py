@@ -26,7 +26,7 @@ import numpy as np
 from s2l import __version__
 from s2l.data.pool import Pool, load_pool
 from s2l.errors import InputError
-from s2l.io import as_path, sha256_file, write_bytes_atomic, write_json_atomic
+from s2l.io import as_path, remove_leftovers, sha256_file, write_bytes_atomic, write_json_atomic
 from s2l.selection.base import Selector, make_selector, parse_budget
 from s2l.trajectories.matrix import Trajectories
 from s2l.trajectories.store import TrajectoryStore
@@ -238,6 +238,7 @@ def _plain(value):
 
 def _write(out: Path, force: bool, selector: Selector, pool: Pool, pool_rows: np.ndarray, manifest: dict) -> None:
     selected_pool_rows = np.sort(pool_rows[selector.selected_])
+    remove_leftovers(out.parent, beside=out.name)  # of a killed `select` into the same --out
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
