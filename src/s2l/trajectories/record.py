@@ -448,10 +448,12 @@ def _train_and_score(store: TrajectoryStore, manifest: dict, model_path: str, to
             at_snapshot(k)
         train_task = progress.add_task("training", total=total_steps, completed=step, info="")
         model.train()
+        order, order_epoch = None, None
         while step < total_steps:
             clock = time.perf_counter()
             epoch, within = divmod(step, steps_per_epoch)
-            order = np.random.default_rng([config.seed, epoch]).permutation(trainable)
+            if epoch != order_epoch:  # drawn once per epoch (a pool of millions takes a while to shuffle)
+                order, order_epoch = np.random.default_rng([config.seed, epoch]).permutation(trainable), epoch
             members = order[within * config.batch_size:(within + 1) * config.batch_size]
             idle = False
             if group.world > 1:
