@@ -3,7 +3,7 @@
 in one process.
 
 Three variants train on the same examples, in the same batch order (record's epoch permutation), with
-the same settings (AdamW, lr 2e-5, cosine, bf16 autocast over float32 weights, batch 8):
+the same settings (fused AdamW, lr 2e-5, cosine, bf16 autocast over float32 weights, batch 8):
 
   trainer      a plain `transformers.Trainer`: `model(input_ids, labels=...)` with the prompt labelled
                -100, so the vocabulary projection and the cross-entropy run at every position;

@@ -205,3 +205,16 @@ def test_compiled_scorer_compiles_once_and_follows_every_snapshot(tiny_run, tiny
     with pytest.raises(InputError, match="compiled"):
         record(math_pool, str(tiny_model_dir), tiny_run.root, RecordConfig(**FAST), score_config=config,
                show_progress=False)
+
+
+def test_fused_and_looped_adamw_give_the_same_run_up_to_rounding(tiny_run, tiny_model_dir, math_pool, tmp_path):
+    """The default fused AdamW is the same update as the loop over tensors that earlier stores used; those
+    stores (no `optim` in their manifest) still resume with --optim adamw_torch."""
+    assert tiny_run.manifest["training"]["optim"] == "adamw_torch_fused"
+    looped = record(math_pool, str(tiny_model_dir), tmp_path / "looped", RecordConfig(**FAST, optim="adamw_torch"),
+                    score_config=ScoreConfig(shard_size=16), show_progress=False)
+    assert "optim" not in looped.manifest["training"]
+    np.testing.assert_allclose(looped.load().losses, tiny_run.load().losses, rtol=0, atol=1e-4)
+    with pytest.raises(InputError, match="unknown optimizer 'sgd'"):
+        record(math_pool, str(tiny_model_dir), tmp_path / "bad", RecordConfig(**FAST, optim="sgd"), show_progress=False)
+    assert not (tmp_path / "bad").exists()

@@ -148,6 +148,8 @@ def record(
                                      "a pass before and after training (--snapshots does not apply)."),
     fsdp: bool = typer.Option(False, "--fsdp", help="Under torchrun/accelerate: shard the proxy's weights, "
                               "gradients and optimiser state over the processes (FSDP) instead of a copy on each."),
+    optim: str = typer.Option("adamw_torch_fused", "--optim", help="adamw_torch_fused (one kernel) or adamw_torch "
+                              "(a loop over tensors: what runs recorded before this option used)."),
     dtype: str = DTYPE, format: str = FORMAT, template: str = TEMPLATE, id_column: Optional[str] = ID_COLUMN,
     split: Optional[str] = SPLIT, max_length: int = MAX_LENGTH, tokenizer: Optional[str] = TOKENIZER,
     max_batch_tokens: int = MAX_BATCH_TOKENS, shard_size: int = SHARD_SIZE, compile: bool = COMPILE,
@@ -168,7 +170,8 @@ def record(
         data, proxy, out,
         RecordConfig(epochs=epochs, snapshots=snapshots, epoch_snapshots=epoch_snapshots, learning_rate=learning_rate,
                      batch_size=batch_size, warmup_ratio=warmup_ratio, precision=precision, seed=seed,
-                     keep_checkpoints=keep_checkpoints, capture=capture, fsdp=fsdp),
+                     keep_checkpoints=keep_checkpoints, capture=capture, fsdp=fsdp,
+                     optim=optim),
         _data_config(format, template, id_column, split, max_length),
         ScoreConfig(dtype=dtype, max_batch_tokens=max_batch_tokens, shard_size=shard_size, compile=compile),
         tokenizer=tokenizer, device=device, show_progress=not no_progress,
@@ -425,7 +428,8 @@ def train(
     weight_decay: float = typer.Option(0.0, "--weight-decay"),
     max_grad_norm: float = typer.Option(1.0, "--max-grad-norm", help="Gradient clipping; 0 turns it off."),
     precision: str = typer.Option("bf16-mixed", "--precision", help="bf16-mixed (float32 weights, bf16 compute) or float32."),
-    optim: str = typer.Option("adamw_torch", "--optim", help="A transformers optimizer name."),
+    optim: str = typer.Option("adamw_torch_fused", "--optim", help="A transformers optimizer name (adamw_torch_fused "
+                              "is record's; adamw_torch the unfused loop)."),
     seed: int = typer.Option(0, "--seed"),
     lora: bool = typer.Option(False, "--lora", help="Train LoRA adapters (PEFT) instead of all weights."),
     lora_r: int = typer.Option(16, "--lora-r"), lora_alpha: int = typer.Option(32, "--lora-alpha"),

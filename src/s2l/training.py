@@ -59,7 +59,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0  # 0 turns clipping off
     precision: str = "bf16-mixed"  # bf16-mixed (float32 weights, bfloat16 autocast) or float32
-    optim: str = "adamw_torch"  # a transformers OptimizerNames; adamw_torch is record's torch.optim.AdamW
+    optim: str = "adamw_torch_fused"  # a transformers OptimizerNames; adamw_torch_fused is record's default
     seed: int = 0
     lora: bool = False
     lora_r: int = 16

@@ -83,6 +83,12 @@ class RecordConfig:
     # of a full copy on each (DDP), for proxies whose training state does not fit one device. Scoring then
     # uses a full copy in the scoring dtype on each process.
     fsdp: bool = False
+    # AdamW's update as one fused kernel (adamw_torch_fused) or a loop over tensors (adamw_torch, what stores
+    # made before this option used): the same update up to rounding, 5-9x faster on a CPU's 135M parameters.
+    optim: str = "adamw_torch_fused"
+
+
+OPTIMIZERS = ("adamw_torch_fused", "adamw_torch")
 
 
 # -- the pool, tokenised, and its per-example table ---------------------------------------------------
@@ -376,7 +382,8 @@ def _train_and_score(store: TrajectoryStore, manifest: dict, model_path: str, to
     if sharded:
         scoring_model.keep_copy(model)
         shard_model(model, device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay,
+                                  **({"fused": True} if config.optim == "adamw_torch_fused" else {}))
     scheduler = get_cosine_schedule_with_warmup(optimizer, manifest["training"]["warmup_steps"], total_steps)
     step = 0
     state = _latest_train_state(store.root)
@@ -521,6 +528,8 @@ def record(data: str | Path, proxy: str, out: str | Path, config: RecordConfig |
                          "--out and copy the run to object storage, or score checkpoints there with `s2l score`", out)
     if config.capture not in ("snapshots", "in-training"):
         raise InputError(f"unknown capture {config.capture!r}; choose snapshots or in-training", "--capture")
+    if config.optim not in OPTIMIZERS:
+        raise InputError(f"unknown optimizer {config.optim!r}; choose {' or '.join(OPTIMIZERS)}", "--optim")
     torch_dtype(score_config.dtype)  # a bad --dtype fails before any work
     group, device = join(device)
     device = device or default_device()
@@ -553,6 +562,8 @@ def record(data: str | Path, proxy: str, out: str | Path, config: RecordConfig |
         manifest["training"].pop(setting)
     if not config.fsdp:  # so that stores recorded before the option still resume
         manifest["training"].pop("fsdp")
+    if config.optim == "adamw_torch":  # (the same: what those stores used)
+        manifest["training"].pop("optim")
     if config.capture == "snapshots":
         manifest["training"].pop("capture")  # so that stores recorded before the option still resume
     else:
