@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from s2l.data.tokenize import TokenizedExample
+from s2l.distributed import is_sharded
 
 # Architectures whose logits are exactly `lm_head(last_hidden_state)` (Gemma 2's soft-capping is applied
 # below). Others go through the model's own forward, which is correct but computes every logit.
@@ -65,7 +66,7 @@ def token_losses(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, l
     rows = predicts.nonzero()[:, 0]
     # A model sharded with FSDP gathers its outer weights (embeddings, head) only inside its own forward, so it
     # takes the plain path with full logits.
-    if model.config.model_type in HEAD_ONLY_AT_RESPONSE and not _is_fsdp(model):
+    if model.config.model_type in HEAD_ONLY_AT_RESPONSE and not is_sharded(model):
         hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         hidden = hidden[:, :-1][predicts]
         head = model.get_output_embeddings()
@@ -81,12 +82,6 @@ def token_losses(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, l
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][predicts].float()
         losses = F.cross_entropy(logits, targets, reduction="none")
     return losses, rows
-
-
-def _is_fsdp(model) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-
-    return isinstance(model, FSDPModule)
 
 
 @torch.inference_mode()

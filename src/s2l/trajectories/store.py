@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from s2l.errors import InputError
-from s2l.io import LOCK_NAME, as_path, atomic_path, sha256_file, write_json_atomic
+from s2l.io import LOCK_NAME, as_path, atomic_path, remove_leftovers, sha256_file, write_json_atomic
 from s2l.trajectories.matrix import Trajectories
 
 # Settings that change the numbers: a run directory refuses to resume under different ones.
@@ -68,14 +68,11 @@ class TrajectoryStore:
         return manifest
 
     def remove_leftovers(self) -> int:
-        """Delete temporary files a killed writer left (`.NAME.tmp-PID`); call it holding the directory lock,
-        when no other writer can be mid-write. Returns how many were removed."""
+        """Delete what a killed writer left (`.NAME.tmp-PID`: io.remove_leftovers); call it holding the directory
+        lock, when no other writer can be mid-write. Returns how many were removed."""
         if not isinstance(self.root, Path):  # remote writes are single puts: nothing is left half-written
             return 0
-        leftovers = [p for p in self.root.rglob(".*.tmp-*") if p.is_file()]
-        for path in leftovers:
-            path.unlink(missing_ok=True)
-        return len(leftovers)
+        return remove_leftovers(self.root)
 
     def update_manifest(self, **changes: Any) -> None:
         manifest = self.manifest
