@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pytest
 import yaml
 
 from conftest import FAST, make_pool

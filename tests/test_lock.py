@@ -7,17 +7,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from s2l.errors import InputError
-from s2l.io import LOCK_NAME, directory_lock
+from s2l.fileio import LOCK_NAME, directory_lock
 
 HOLD = """
 import sys, time
-from s2l.io import directory_lock
+from s2l.fileio import directory_lock
 with directory_lock(sys.argv[1]):
     print("held", flush=True)
     time.sleep(60)
@@ -78,7 +77,7 @@ def test_record_refuses_a_run_directory_in_use(tiny_model_dir, math_pool, tmp_pa
 
 
 def test_an_unwritable_output_fails_before_any_work(tiny_model_dir, math_pool, tmp_path):
-    from s2l.io import check_writable
+    from s2l.fileio import check_writable
     from s2l.trajectories.record import RecordConfig, record
 
     if os.geteuid() == 0:  # root writes anywhere; use a file where a folder is needed instead
@@ -127,7 +126,7 @@ def test_a_full_disk_mid_run_is_one_clear_line_and_the_run_resumes(tiny_model_di
 def test_leftovers_of_killed_writers_are_removed_and_live_ones_kept(tmp_path):
     """A killed `select` leaves `.OUT.tmp-PID` (and, mid --force, `.OUT.old-PID`) beside its output; the next
     writer removes those of dead processes only. Under a held lock, everything of the kind goes."""
-    from s2l.io import remove_leftovers
+    from s2l.fileio import remove_leftovers
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)

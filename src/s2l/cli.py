@@ -34,7 +34,7 @@ def reports_input_errors(command):
             console.print(f"[bold red]error:[/] {_escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(InputError.exit_code)
         except Exception as e:
-            from s2l.io import storage_failure
+            from s2l.fileio import storage_failure
 
             failure = storage_failure(e)
             if failure is None:

@@ -34,7 +34,7 @@ import torch
 from s2l.data import Example, load_pool, tokenize_examples
 from s2l.data.tokenize import chat_spans
 from s2l.errors import InputError
-from s2l.io import atomic_path, fault_point, write_json_atomic
+from s2l.fileio import atomic_path, fault_point, write_json_atomic
 from s2l.models import default_device, load_model, load_tokenizer, resolve, revision
 from s2l.progress import make_progress
 from s2l.trajectories.record import DataConfig

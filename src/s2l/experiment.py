@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from s2l.errors import InputError
-from s2l.io import directory_lock, remove_leftovers, write_bytes_atomic, write_json_atomic
+from s2l.fileio import directory_lock, remove_leftovers, write_bytes_atomic, write_json_atomic
 from s2l.progress import console, say
 
 FULL = "full"
@@ -404,7 +404,7 @@ def plot_results(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from s2l.io import atomic_path
+    from s2l.fileio import atomic_path
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     groups = grouped(rows)

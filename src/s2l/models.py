@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from s2l.errors import InputError
-from s2l.io import sha256_file, write_json_atomic
+from s2l.fileio import building_directory, sha256_file, write_json_atomic
 
 MARKER = "s2l_model.json"  # written last inside a prepared folder
 
@@ -129,7 +129,6 @@ def prepare(name: str, install: bool = True, progress: Callable[[str], None] = l
         shutil.rmtree(stale, ignore_errors=True)  # left by a conversion that was killed
     if final.exists():  # a folder without the marker is not ours to trust
         shutil.rmtree(final)
-    tmp = final.parent / f".{name}.tmp-{os.getpid()}"
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -146,8 +145,8 @@ def prepare(name: str, install: bool = True, progress: Callable[[str], None] = l
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(quantized.state_dict())
     plain.generation_config = quantized.generation_config
-    try:
-        progress(f"saving to {final}")
+    progress(f"saving to {final}")
+    with building_directory(final) as tmp:
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_json_atomic(tmp / MARKER, {
@@ -158,10 +157,6 @@ def prepare(name: str, install: bool = True, progress: Callable[[str], None] = l
             "parameters": sum(p.numel() for p in plain.parameters()),
             "license": model_info.license,
         })
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
@@ -207,7 +202,6 @@ def load_tokenizer(model: str, tokenizer: str | None = None):
 
 
 def load_model(model: str, dtype: str = "float32", device: str | None = None, trust_remote_code: bool = False):
-    import torch
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 

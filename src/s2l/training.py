@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 import warnings
@@ -33,7 +32,7 @@ import torch
 from s2l import __version__
 from s2l.data import TokenizedExample
 from s2l.errors import InputError
-from s2l.io import fault_point, write_bytes_atomic, write_json_atomic
+from s2l.fileio import fault_point, swap_into_place, write_bytes_atomic, write_json_atomic
 from s2l.models import default_device, load_model, load_tokenizer, resolve, revision
 from s2l.progress import say
 from s2l.trajectories.record import DataConfig, prepare_pool
@@ -475,25 +474,10 @@ def train(data: str | Path, model: str, out: str | Path, config: TrainConfig | N
         if not config.resume:  # nothing to resume from: leave no temporary folder behind
             shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _move_into_place(tmp, out)
+    swap_into_place(tmp, out)
     say(f"trained {len(trainable)} examples for {manifest['steps']} steps in {manifest['wall_seconds']} s; "
         f"final loss {manifest['final_train_loss']}: {out}")
     return out
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """Rename the finished folder onto `out`; an old `out` (overwrite) is moved aside first and deleted
-    only once the new one is in place."""
-    old = None
-    if out.exists() and any(out.iterdir()):
-        old = out.parent / f".{out.name}.train-old"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-    elif out.exists():
-        out.rmdir()
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _read_json(path: Path):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from s2l.data.readers import Record, record_error
 from s2l.errors import InputError

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from s2l.data.formats import Example, PromptTemplate, resolve_format, to_example
 from s2l.data.readers import Record, canonical_json, read_records, record_error
-from s2l.io import fingerprint_path
+from s2l.fileio import fingerprint_path
 
 
 def content_id(record: Record) -> str:

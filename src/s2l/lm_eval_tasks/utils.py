@@ -48,7 +48,7 @@ def read_rows(test_file: str | Path, template: str | None = "alpaca") -> list[di
         answer = (extract_answer(str(answer)) or str(answer).strip()) if answer is not None else extract_answer(example.response)
         if not answer:
             raise InputError("no gold answer: the record has no 'answer' field and its output has no number "
-                             f"after {ANSWER_MARKER}", path, record.line)
+                             "after ####, in a \\boxed{} or at the end", path, record.line)
         rows.append({
             "index": record.index,
             "prompt": example.prompt,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,26 +94,17 @@ def _check_out(out: Path) -> None:
 
 
 def _write(out: Path, document: str, figures: dict[str, bytes]) -> Path:
-    from s2l.io import remove_leftovers
+    from s2l.fileio import building_directory, remove_leftovers
 
     remove_leftovers(out.parent, beside=out.name)  # of a killed `report` into the same --out
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "figures").mkdir(parents=True)
-    try:
+    with building_directory(out) as tmp:  # the previous report goes once the new one is whole
+        (tmp / "figures").mkdir()
         for name, data in figures.items():
             (tmp / "figures" / f"{name}.png").write_bytes(data)
         (tmp / "report.html").write_text(document, encoding="utf-8")
         for path in [tmp / "report.html", *sorted((tmp / "figures").iterdir())]:
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
-        if out.exists():
-            os.replace(out, old)  # the previous report goes once the new one is whole
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out / "report.html"
 
 

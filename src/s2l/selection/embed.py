@@ -131,7 +131,7 @@ def cached_embed_texts(texts: list[str], model: str | None = None, progress: boo
     several budgets or seeds from one pool embeds it once (embedding is lp's slowest step on a CPU)."""
     import hashlib
 
-    from s2l.io import atomic_path
+    from s2l.fileio import atomic_path
     from s2l.models import cache_dir
 
     folder = resolve_embedding_model(model)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ import numpy as np
 from s2l import __version__
 from s2l.data.pool import Pool, load_pool
 from s2l.errors import InputError
-from s2l.io import as_path, remove_leftovers, sha256_file, write_bytes_atomic, write_json_atomic
+from s2l.fileio import as_path, building_directory, remove_leftovers, sha256_file, write_bytes_atomic, write_json_atomic
 from s2l.selection.base import Selector, make_selector, parse_budget
 from s2l.trajectories.matrix import Trajectories
 from s2l.trajectories.store import TrajectoryStore
@@ -239,23 +238,13 @@ def _plain(value):
 def _write(out: Path, force: bool, selector: Selector, pool: Pool, pool_rows: np.ndarray, manifest: dict) -> None:
     selected_pool_rows = np.sort(pool_rows[selector.selected_])
     remove_leftovers(out.parent, beside=out.name)  # of a killed `select` into the same --out
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with building_directory(out) as tmp:  # --force: the old selection goes once the new one is whole
         records = b"".join(pool.records[pool.examples[r].index].raw + b"\n" for r in selected_pool_rows)
         write_bytes_atomic(tmp / "selected.jsonl", records)
         ids = "".join(pool.examples[r].example_id + "\n" for r in selected_pool_rows)
         write_bytes_atomic(tmp / "selected_ids.txt", ids.encode("utf-8"))
         _write_scores(tmp / "scores.parquet", selector, pool, pool_rows)
         write_json_atomic(tmp / "manifest.json", manifest)
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        if out.exists() and any(out.iterdir()):  # --force: the old selection goes once the new one is whole
-            os.replace(out, old)
-        os.replace(tmp, out)  # onto a missing or empty directory
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _write_scores(path: Path, selector: Selector, pool: Pool, pool_rows: np.ndarray) -> None:
@@ -263,7 +252,7 @@ def _write_scores(path: Path, selector: Selector, pool: Pool, pool_rows: np.ndar
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from s2l.io import atomic_path
+    from s2l.fileio import atomic_path
 
     n = len(pool.examples)
     score = np.full(n, np.nan)

@@ -110,7 +110,7 @@ class Trajectories:
         import pyarrow.csv as pcsv
         import pyarrow.parquet as pq
 
-        from s2l.io import atomic_path
+        from s2l.fileio import atomic_path
 
         path = Path(path)
         with atomic_path(path) as tmp:

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from s2l.errors import InputError
-from s2l.io import check_writable, directory_lock
+from s2l.fileio import check_writable, directory_lock
 from s2l.progress import make_progress, say
 from s2l.trajectories.record import DataConfig, ScoreConfig, ScoringModel, _open_store, prepare_score
 from s2l.trajectories.store import TrajectoryStore
@@ -47,7 +47,7 @@ class CellScorer:
         self.scoring_model = ScoringModel(self.config)  # compiled once per actor with --compile
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from s2l.io import fault_point
+        from s2l.fileio import fault_point
         from s2l.models import load_model
         from s2l.trajectories.scoring import score_examples
 

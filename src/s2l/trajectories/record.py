@@ -26,10 +26,10 @@ import numpy as np
 import torch
 
 from s2l import __version__
-from s2l.data import Pool, PromptTemplate, TokenizedExample, load_pool, tokenize_examples
+from s2l.data import Pool, TokenizedExample, load_pool, tokenize_examples
 from s2l.distributed import ProcessGroup, full_state, is_sharded, join, load_full_state, shard_model
 from s2l.errors import InputError
-from s2l.io import check_writable, directory_lock, fault_point, folder_bytes, is_url, write_json_atomic
+from s2l.fileio import check_writable, directory_lock, fault_point, folder_bytes, is_url, write_json_atomic
 from s2l.models import default_device, load_model, load_tokenizer, resolve, revision, torch_dtype
 from s2l.progress import make_progress, say
 from s2l.trajectories.scoring import score_examples, token_losses, pad_batch

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from s2l.errors import InputError
-from s2l.io import LOCK_NAME, as_path, atomic_path, remove_leftovers, sha256_file, write_json_atomic
+from s2l.fileio import LOCK_NAME, as_path, atomic_path, remove_leftovers, sha256_file, write_json_atomic
 from s2l.trajectories.matrix import Trajectories
 
 # Settings that change the numbers: a run directory refuses to resume under different ones.
@@ -68,7 +68,7 @@ class TrajectoryStore:
         return manifest
 
     def remove_leftovers(self) -> int:
-        """Delete what a killed writer left (`.NAME.tmp-PID`: io.remove_leftovers); call it holding the directory
+        """Delete what a killed writer left (`.NAME.tmp-PID`: fileio.remove_leftovers); call it holding the directory
         lock, when no other writer can be mid-write. Returns how many were removed."""
         if not isinstance(self.root, Path):  # remote writes are single puts: nothing is left half-written
             return 0

@@ -134,6 +134,38 @@ def remove_leftovers(root: str | Path, beside: str | None = None) -> int:
     return removed
 
 
+@contextlib.contextmanager
+def building_directory(out: str | Path, name: str | None = None, keep_on_error: bool = False) -> Iterator[Path]:
+    """Build a folder aside, then swap it into place: yield an empty folder beside `out` (`.OUT.tmp-PID`,
+    or `name`); when the block finishes, it replaces `out`. A failure or a kill leaves `out` as it was,
+    and the folder aside is removed, unless `keep_on_error` (a build that resumes from it: give a fixed
+    `name` and its leftovers stay for the next run)."""
+    out = Path(out)
+    tmp = out.with_name(name or f".{out.name}.tmp-{os.getpid()}")
+    if not keep_on_error:
+        shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        yield tmp
+    except BaseException:
+        if not keep_on_error:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    swap_into_place(tmp, out)
+
+
+def swap_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished folder `tmp` onto `out`. A previous, non-empty `out` is moved aside first
+    (`.OUT.old-PID`) and deleted only once the new one is in place."""
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    if out.exists() and any(out.iterdir()):
+        os.replace(out, old)
+    elif out.exists():
+        out.rmdir()
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
