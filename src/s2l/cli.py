@@ -31,7 +31,8 @@ def reports_input_errors(command):
         try:
             return command(*args, **kwargs)
         except InputError as e:
-            console.print(f"[bold red]error:[/] {_escape(str(e))}", highlight=False, soft_wrap=True)
+            console.print(f"[bold red]error:[/] {_escape(e.describe(_flag_of(e.parameter)))}", highlight=False,
+                          soft_wrap=True)
             raise typer.Exit(InputError.exit_code)
         except Exception as e:
             from s2l.fileio import storage_failure
@@ -48,6 +49,19 @@ def reports_input_errors(command):
 
 
 STORAGE_EXIT_CODE = 3  # the disk is full or not writable (bad input is 2)
+
+
+def _flag_of(parameter: str | None) -> str | None:
+    """The running command's flag for a library parameter name (`learning_rate` → `--learning-rate`)."""
+    import click
+
+    context = click.get_current_context(silent=True)
+    if parameter is None or context is None:
+        return None
+    for option in context.command.params:
+        if option.name == parameter and option.opts:
+            return max(option.opts, key=len)  # the long name: --learning-rate rather than --lr
+    return None
 
 
 def _escape(text: str) -> str:
