@@ -10,8 +10,10 @@ from typing import List, Optional
 
 import typer
 
+from s2l.cli_options import config_options, field_option
+from s2l.config import DataConfig, EvalConfig, RecordConfig, ScoreConfig, TrainConfig
 from s2l.errors import InputError
-from s2l.progress import console, say
+from s2l.progress import console, show_logs
 
 app = typer.Typer(
     help="Choose the fine-tuning data a large model should train on, from a small proxy model's loss trajectories.",
@@ -21,6 +23,16 @@ app = typer.Typer(
 models_app = typer.Typer(help="Packaged proxy and target models that work offline.", no_args_is_help=True,
                          rich_markup_mode="rich")
 app.add_typer(models_app, name="models")
+
+
+@app.callback()
+def _setup() -> None:
+    show_logs()  # what the library logs reaches the terminal
+
+
+def say(message: str) -> None:
+    """A line for the user on stderr (rich markup allowed); the answer itself goes to stdout."""
+    console.print(message, soft_wrap=True)
 
 
 def reports_input_errors(command):
@@ -70,28 +82,11 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
-# -- shared options ---------------------------------------------------------------------------------------
+# -- shared options (the settings of each stage are built from s2l.config's fields) ----------------------
 DATA = typer.Option(..., "--data", help="The SFT pool: .jsonl, .json, .parquet, .csv, or a saved datasets directory.")
-FORMAT = typer.Option("auto", "--format", help="alpaca, mathinstruct, prompt-response, chat, or auto (from the fields).")
-TEMPLATE = typer.Option("alpaca", "--template", help="Prompt template for non-chat records: alpaca (the papers'), none, "
-                        "a template string with {instruction} and {input}, or a file holding one.")
-ID_COLUMN = typer.Option(None, "--id-column", help="Column holding your example ids (default: a hash of each record).")
-SPLIT = typer.Option(None, "--split", help="Split to read from a saved DatasetDict.")
-MAX_LENGTH = typer.Option(512, "--max-length", help="Tokens per example; longer ones are truncated.")
-DTYPE = typer.Option("float32", "--dtype", help="Weights while scoring: float32 or bf16 (faster on AMX CPUs and GPUs).")
 TOKENIZER = typer.Option(None, "--tokenizer", help="Tokenizer to use when the model folder has none.")
-MAX_BATCH_TOKENS = typer.Option(4096, "--max-batch-tokens", help="Padded tokens per scoring batch.")
-SHARD_SIZE = typer.Option(4096, "--shard-size", help="Examples per store cell (the unit of resuming).")
-COMPILE = typer.Option(False, "--compile", help="torch.compile the scorer once per run: minutes to compile, then "
-                       "faster passes (worth it from tens of thousands of examples; see docs/benchmarks.md).")
 DEVICE = typer.Option(None, "--device", help="cpu, cuda, cuda:1 … (default: cuda when present).")
 NO_PROGRESS = typer.Option(False, "--no-progress", help="No progress bars.")
-
-
-def _data_config(format, template, id_column, split, max_length):
-    from s2l.trajectories.record import DataConfig
-
-    return DataConfig(format=format, template=template, id_column=id_column, split=split, max_length=max_length)
 
 
 def _print_run(store) -> None:
@@ -142,32 +137,13 @@ def models_prepare(name: str = typer.Argument(..., help="A name from `s2l models
 # -- record / score / export ------------------------------------------------------------------------------
 @app.command()
 @reports_input_errors
+@config_options(config=RecordConfig, data_config=DataConfig, score_config=ScoreConfig)
 def record(
     data: Path = DATA,
     proxy: str = typer.Option(..., "--proxy", help="Proxy model: a packaged name, a local folder, or a hub id."),
     out: Path = typer.Option(..., "--out", help="Run directory (created; an existing run with the same settings resumes)."),
-    epochs: int = typer.Option(3, "--epochs", help="Passes over the pool."),
-    snapshots: int = typer.Option(12, "--snapshots", help="Snapshots spread evenly over training, besides the base model."),
-    epoch_snapshots: bool = typer.Option(True, "--epoch-snapshots/--no-epoch-snapshots",
-                                         help="Also snapshot every epoch end (learning percentage needs them)."),
-    learning_rate: float = typer.Option(2e-5, "--lr", "--learning-rate", help="Peak learning rate (AdamW, cosine, 3% warm-up)."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Examples per optimiser step."),
-    warmup_ratio: float = typer.Option(0.03, "--warmup-ratio"),
-    precision: str = typer.Option("bf16-mixed", "--precision", help="Training arithmetic: bf16-mixed or float32."),
-    seed: int = typer.Option(0, "--seed"),
-    keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints", help="Also write the weights at every snapshot."),
-    capture: str = typer.Option("snapshots", "--capture",
-                                help="snapshots: score the whole pool at every snapshot (the papers'). in-training: "
-                                     "keep each example's loss from the training pass at each epoch's visit, plus "
-                                     "a pass before and after training (--snapshots does not apply)."),
-    fsdp: bool = typer.Option(False, "--fsdp", help="Under torchrun/accelerate: shard the proxy's weights, "
-                              "gradients and optimiser state over the processes (FSDP) instead of a copy on each."),
-    optim: str = typer.Option("adamw_torch_fused", "--optim", help="adamw_torch_fused (one kernel) or adamw_torch "
-                              "(a loop over tensors: what runs recorded before this option used)."),
-    dtype: str = DTYPE, format: str = FORMAT, template: str = TEMPLATE, id_column: Optional[str] = ID_COLUMN,
-    split: Optional[str] = SPLIT, max_length: int = MAX_LENGTH, tokenizer: Optional[str] = TOKENIZER,
-    max_batch_tokens: int = MAX_BATCH_TOKENS, shard_size: int = SHARD_SIZE, compile: bool = COMPILE,
-    device: Optional[str] = DEVICE, no_progress: bool = NO_PROGRESS,
+    tokenizer: Optional[str] = TOKENIZER, device: Optional[str] = DEVICE, no_progress: bool = NO_PROGRESS,
+    config: RecordConfig = None, data_config: DataConfig = None, score_config: ScoreConfig = None,
 ):
     """Fine-tune a small proxy on the whole pool and record every example's loss trajectory.
 
@@ -178,39 +154,29 @@ def record(
       s2l record --data pool.jsonl --proxy ./my-model --epochs 3 --snapshots 12 --dtype bf16 --out runs/proxy
       s2l record --data pool.jsonl --proxy smollm2-135m-instruct --capture in-training --out runs/cheap
     """
-    from s2l.trajectories.record import RecordConfig, ScoreConfig, record as record_run
+    from s2l.trajectories.record import record as record_run
 
-    store = record_run(
-        data, proxy, out,
-        RecordConfig(epochs=epochs, snapshots=snapshots, epoch_snapshots=epoch_snapshots, learning_rate=learning_rate,
-                     batch_size=batch_size, warmup_ratio=warmup_ratio, precision=precision, seed=seed,
-                     keep_checkpoints=keep_checkpoints, capture=capture, fsdp=fsdp,
-                     optim=optim),
-        _data_config(format, template, id_column, split, max_length),
-        ScoreConfig(dtype=dtype, max_batch_tokens=max_batch_tokens, shard_size=shard_size, compile=compile),
-        tokenizer=tokenizer, device=device, show_progress=not no_progress,
-    )
+    store = record_run(data, proxy, out, config, data_config, score_config, tokenizer=tokenizer, device=device,
+                       show_progress=not no_progress)
     _print_run(store)
 
 
 @app.command()
 @reports_input_errors
+@config_options(data_config=DataConfig, score_config=ScoreConfig)
 def score(
     data: Path = DATA,
     checkpoint: List[str] = typer.Option(..., "--checkpoint", help="A model folder (repeat; sorted by training step)."),
     out: str = typer.Option(..., "--out", help="Run directory to write (resumes an interrupted one): a folder or an "
                             "fsspec URL (s3://bucket/run, …)."),
-    dtype: str = DTYPE, format: str = FORMAT, template: str = TEMPLATE, id_column: Optional[str] = ID_COLUMN,
-    split: Optional[str] = SPLIT, max_length: int = MAX_LENGTH, tokenizer: Optional[str] = TOKENIZER,
-    max_batch_tokens: int = MAX_BATCH_TOKENS, shard_size: int = SHARD_SIZE, compile: bool = COMPILE,
-    device: Optional[str] = DEVICE,
+    tokenizer: Optional[str] = TOKENIZER, device: Optional[str] = DEVICE,
     executor: str = typer.Option("local", "--executor", help="local (this process, or every process torchrun "
                                  "launched) or ray (a Ray Data job, one task per (snapshot, shard) cell)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray: an existing cluster (auto, "
                                               "ray://host:10001); default: start a local one."),
     workers: int = typer.Option(2, "--workers", help="Ray: scoring actors (one CPU each)."),
     gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", help="Ray: GPUs per actor; a fraction shares one."),
-    no_progress: bool = NO_PROGRESS,
+    no_progress: bool = NO_PROGRESS, data_config: DataConfig = None, score_config: ScoreConfig = None,
 ):
     """Build the same trajectory store from checkpoints you already have (one snapshot each).
 
@@ -221,21 +187,19 @@ def score(
       torchrun --nproc-per-node 4 -m s2l.cli score --data pool.jsonl --checkpoint ... --out runs/mine
       s2l score --executor ray --ray-address auto --workers 8 --gpus-per-worker 0.5 --data pool.jsonl --checkpoint ... --out runs/mine
     """
-    from s2l.trajectories.record import ScoreConfig, score as score_run
+    from s2l.trajectories.record import score as score_run
 
-    data_config = _data_config(format, template, id_column, split, max_length)
-    config = ScoreConfig(dtype=dtype, max_batch_tokens=max_batch_tokens, shard_size=shard_size, compile=compile)
     if executor == "ray":
         from s2l.trajectories.ray_executor import score_with_ray
 
-        store = score_with_ray(data, checkpoint, out, data_config, config, tokenizer=tokenizer,
+        store = score_with_ray(data, checkpoint, out, data_config, score_config, tokenizer=tokenizer,
                                device=device or ("cuda" if gpus_per_worker else "cpu"), address=ray_address,
                                workers=workers, gpus_per_worker=gpus_per_worker, show_progress=not no_progress)
     elif executor == "local":
-        store = score_run(data, checkpoint, out, data_config, config, tokenizer=tokenizer, device=device,
+        store = score_run(data, checkpoint, out, data_config, score_config, tokenizer=tokenizer, device=device,
                           show_progress=not no_progress)
     else:
-        raise InputError(f"unknown executor {executor!r}; choose local or ray", "--executor")
+        raise InputError(f"unknown value {executor!r}; choose local or ray", parameter="executor")
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one process reports
         _print_run(store)
 
@@ -271,7 +235,7 @@ def select(
     embedding_model: Optional[str] = typer.Option(None, "--embedding-model", help="lp, lp-app: sentence-embedding model "
                                                   "folder or hub id (default: the packaged all-MiniLM-L6-v2)."),
     format: Optional[str] = typer.Option(None, "--format", help="Pool format (default: the run's, else auto)."),
-    id_column: Optional[str] = ID_COLUMN, split: Optional[str] = SPLIT,
+    id_column: Optional[str] = field_option(DataConfig, "id_column"), split: Optional[str] = field_option(DataConfig, "split"),
 ):
     """Choose a subset of exactly --budget examples from the pool, by one of the methods.
 
@@ -416,63 +380,42 @@ def info(run: str = typer.Argument(..., help="A run directory (or an fsspec URL)
 
 @app.command("check-data")
 @reports_input_errors
-def check_data(data: Path = typer.Argument(..., help="The SFT pool to check."), format: str = FORMAT,
-               template: str = TEMPLATE, id_column: Optional[str] = ID_COLUMN, split: Optional[str] = SPLIT):
+def check_data(data: Path = typer.Argument(..., help="The SFT pool to check."),
+               format: str = field_option(DataConfig, "format"), template: str = field_option(DataConfig, "template"),
+               id_column: Optional[str] = field_option(DataConfig, "id_column"),
+               split: Optional[str] = field_option(DataConfig, "split")):
     """Read a pool as `record` would and report its format, size, sources and duplicates; bad input fails here in seconds rather than after hours.
 
     [bold]Example[/]: s2l check-data pool.jsonl
     """
     from s2l.data import load_pool
 
+    DataConfig(format=format, template=template, id_column=id_column, split=split)  # checked as record checks them
     pool = load_pool(data, format=format, template=template, id_column=id_column, split=split)
     typer.echo(json.dumps(pool.summary(), indent=2))
 
 
 @app.command()
 @reports_input_errors
+@config_options(config=TrainConfig)
 def train(
     data: Path = typer.Option(..., "--data", help="The subset to train on (e.g. a selection's selected.jsonl) or a pool."),
     model: str = typer.Option(..., "--model", help="The target: a packaged name, a local folder or a hub id."),
     out: Path = typer.Option(..., "--out", help="Folder for the trained model (transformers can load it)."),
-    epochs: int = typer.Option(3, "--epochs"), lr: float = typer.Option(2e-5, "--lr", help="Peak learning rate."),
-    batch_size: int = typer.Option(8, "--batch-size"),
-    gradient_accumulation: int = typer.Option(1, "--gradient-accumulation"),
-    lr_scheduler: str = typer.Option("cosine", "--lr-scheduler", help="Any transformers scheduler name."),
-    warmup_ratio: float = typer.Option(0.03, "--warmup-ratio"),
-    weight_decay: float = typer.Option(0.0, "--weight-decay"),
-    max_grad_norm: float = typer.Option(1.0, "--max-grad-norm", help="Gradient clipping; 0 turns it off."),
-    precision: str = typer.Option("bf16-mixed", "--precision", help="bf16-mixed (float32 weights, bf16 compute) or float32."),
-    optim: str = typer.Option("adamw_torch_fused", "--optim", help="A transformers optimizer name (adamw_torch_fused "
-                              "is record's; adamw_torch the unfused loop)."),
-    seed: int = typer.Option(0, "--seed"),
-    lora: bool = typer.Option(False, "--lora", help="Train LoRA adapters (PEFT) instead of all weights."),
-    lora_r: int = typer.Option(16, "--lora-r"), lora_alpha: int = typer.Option(32, "--lora-alpha"),
-    lora_dropout: float = typer.Option(0.05, "--lora-dropout"),
-    lora_target_modules: str = typer.Option("all-linear", "--lora-target-modules", help="all-linear, or names like q_proj,v_proj."),
-    no_merge: bool = typer.Option(False, "--no-merge", help="LoRA: keep only the adapter, do not save a merged model."),
-    resume: bool = typer.Option(False, "--resume", help="Checkpoint every --save-steps and continue an interrupted run."),
-    save_steps: int = typer.Option(500, "--save-steps"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished training in --out."),
-    format: str = FORMAT, template: str = TEMPLATE, id_column: Optional[str] = ID_COLUMN, split: Optional[str] = SPLIT,
-    max_length: int = MAX_LENGTH, tokenizer: Optional[str] = TOKENIZER, device: Optional[str] = DEVICE,
-    no_progress: bool = NO_PROGRESS,
+    tokenizer: Optional[str] = TOKENIZER, device: Optional[str] = DEVICE, no_progress: bool = NO_PROGRESS,
+    config: TrainConfig = None,
 ):
     """Fine-tune the target on a subset, with the same tokenisation and loss masking as `record`.
 
-    Defaults follow the papers: 3 epochs, lr 2e-5, cosine schedule, 3% warm-up, batch 8.
+    Defaults follow the papers: 3 epochs, lr 2e-5, cosine schedule, 3% warm-up.
 
     [bold]Examples[/]:
       s2l train --data sel/s2l-10/selected.jsonl --model gemma-3-270m --out runs/gemma-s2l-10
       s2l train --data pool.jsonl --model ./my-llama --lora --out runs/llama-lora
     """
-    from s2l.training import TrainConfig, train as train_model
+    from s2l.training import train as train_model
 
-    config = TrainConfig(epochs=epochs, learning_rate=lr, lr_scheduler=lr_scheduler, warmup_ratio=warmup_ratio,
-                         batch_size=batch_size, gradient_accumulation=gradient_accumulation, weight_decay=weight_decay,
-                         max_grad_norm=max_grad_norm, precision=precision, optim=optim, seed=seed, lora=lora,
-                         lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                         lora_target_modules=lora_target_modules, save_merged=not no_merge, resume=resume,
-                         save_steps=save_steps, data=_data_config(format, template, id_column, split, max_length))
     folder = train_model(data, model, out, config, device=device, show_progress=not no_progress, tokenizer=tokenizer,
                          overwrite=overwrite)
     say(f"[bold green]trained[/] {folder}  (evaluate: s2l evaluate --model {folder} --data TEST --out {folder}/metrics.json)")
@@ -480,17 +423,13 @@ def train(
 
 @app.command()
 @reports_input_errors
+@config_options(config=EvalConfig)
 def evaluate(
     model: str = typer.Option(..., "--model", help="A trained model folder (from `s2l train`), a packaged name or a hub id."),
     data: Path = typer.Option(..., "--data", help="The held-out test split (same formats as the pool)."),
     out: Path = typer.Option(..., "--out", help="metrics.json to write; predictions.jsonl goes beside it."),
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Generation length for answer accuracy."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Prompts per generation batch."),
-    no_generate: bool = typer.Option(False, "--no-generate", help="Held-out loss only, no generation."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate the first N examples only."),
-    dtype: str = DTYPE, format: str = FORMAT, template: str = TEMPLATE, id_column: Optional[str] = ID_COLUMN,
-    split: Optional[str] = SPLIT, max_length: int = MAX_LENGTH, tokenizer: Optional[str] = TOKENIZER,
-    max_batch_tokens: int = MAX_BATCH_TOKENS, device: Optional[str] = DEVICE, no_progress: bool = NO_PROGRESS,
+    tokenizer: Optional[str] = TOKENIZER, device: Optional[str] = DEVICE, no_progress: bool = NO_PROGRESS,
+    config: EvalConfig = None,
 ):
     """Held-out response loss and answer accuracy (greedy generation), overall, in/out of domain and per source.
 
@@ -499,11 +438,8 @@ def evaluate(
 
     [bold]Example[/]: s2l evaluate --model runs/target-s2l --data test.jsonl --out runs/target-s2l/metrics.json
     """
-    from s2l.evaluation import EvalConfig, evaluate as evaluate_model
+    from s2l.evaluation import evaluate as evaluate_model
 
-    config = EvalConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
-                        dtype=dtype, generate=not no_generate, limit=limit,
-                        data=_data_config(format, template, id_column, split, max_length))
     metrics = evaluate_model(model, data, config, out=out, device=device, show_progress=not no_progress,
                              tokenizer=tokenizer)
     overall = metrics["overall"]

@@ -24,7 +24,7 @@ import json
 import math
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -33,23 +33,11 @@ import torch
 
 from s2l.data import Example, load_pool, tokenize_examples
 from s2l.data.tokenize import chat_spans
-from s2l.errors import InputError
 from s2l.fileio import atomic_path, fault_point, write_json_atomic
 from s2l.models import default_device, load_model, load_tokenizer, resolve, revision
 from s2l.progress import make_progress
-from s2l.trajectories.record import DataConfig
+from s2l.config import EvalConfig
 from s2l.trajectories.scoring import score_examples
-
-
-@dataclass
-class EvalConfig:
-    max_new_tokens: int = 256  # generated tokens per answer at most
-    batch_size: int = 16  # prompts generated together
-    max_batch_tokens: int = 4096  # padded tokens per loss-scoring batch (as ScoreConfig)
-    dtype: str = "float32"  # of the weights: float32 or bf16
-    generate: bool = True  # False: held-out loss only (no accuracy)
-    limit: int | None = None  # evaluate only the first N examples
-    data: DataConfig = field(default_factory=DataConfig)  # format, template, id column, split, max_length
 
 
 # -- final answers -----------------------------------------------------------------------------------
@@ -294,8 +282,6 @@ def evaluate(
     (atomically) and one prediction row per example to `predictions.jsonl` in the same folder.
     """
     config = config or EvalConfig()
-    if config.limit is not None and config.limit < 1:
-        raise InputError(f"limit must be at least 1, got {config.limit}", "--limit")
     started = time.time()
     data_config = config.data
     model_path = resolve(model)

@@ -27,6 +27,7 @@ A config (paths relative to the config file; `out` relative to where the command
 
 from __future__ import annotations
 
+import logging
 import csv
 import io
 import json
@@ -35,134 +36,17 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from s2l.config import FULL, Cell, ExperimentConfig, MethodSpec  # noqa: F401  (MethodSpec: the API's)
 from s2l.errors import InputError
 from s2l.fileio import directory_lock, remove_leftovers, write_bytes_atomic, write_json_atomic
-from s2l.progress import console, say
 
-FULL = "full"
+log = logging.getLogger(__name__)
+
 RESULT_COLUMNS = ["label", "method", "budget", "seed", "n_train", "loss", "accuracy", "in_domain_loss",
                   "in_domain_accuracy", "ood_loss", "ood_accuracy", "select_seconds", "train_seconds", "eval_seconds"]
-
-
-# -- the config ---------------------------------------------------------------------------------------------
-@dataclass
-class MethodSpec:
-    name: str
-    label: str
-    params: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Cell:
-    method: MethodSpec
-    budget: float | int | None  # None for the full pool
-    seed: int
-
-    @property
-    def key(self) -> str:
-        budget = "all" if self.budget is None else f"b{self.budget}"
-        return f"{self.method.label}/{budget}-s{self.seed}"
-
-
-@dataclass
-class ExperimentConfig:
-    name: str
-    root: Path  # the config file's folder: relative input paths start here
-    out: Path
-    data: dict[str, Any]
-    proxy: dict[str, Any]
-    target: dict[str, Any]
-    evaluate: dict[str, Any]
-    methods: list[MethodSpec]
-    budgets: list[float | int]
-    seeds: dict[str, list[int]]
-    keep_models: bool = False
-
-    @classmethod
-    def load(cls, path: str | Path, out: str | Path | None = None) -> "ExperimentConfig":
-        import yaml
-
-        path = Path(path)
-        if not path.is_file():
-            raise InputError("no such config file", path)
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            line = getattr(getattr(e, "problem_mark", None), "line", None)
-            raise InputError(f"not valid YAML: {getattr(e, 'problem', e)}", path, None if line is None else line + 1) from None
-        if not isinstance(raw, dict):
-            raise InputError("the config must be a mapping of settings", path)
-        known = {"name", "out", "data", "proxy", "target", "evaluate", "methods", "budgets", "seeds", "keep_models"}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise InputError(f"unknown settings {', '.join(unknown)} (known: {', '.join(sorted(known))})", path)
-        for required in ("data", "proxy", "target", "methods", "budgets"):
-            if required not in raw:
-                raise InputError(f"missing setting {required!r}", path)
-        name = str(raw.get("name") or path.stem)
-        seeds = raw.get("seeds", {"default": [0]})
-        if isinstance(seeds, list):
-            seeds = {"default": seeds}
-        seeds = {str(k): [int(s) for s in (v if isinstance(v, list) else [v])] for k, v in seeds.items()}
-        seeds.setdefault("default", [0])
-        config = cls(
-            name=name, root=path.parent.resolve(), out=Path(out or raw.get("out") or Path("runs") / name),
-            data=dict(raw["data"]), proxy=dict(raw["proxy"]), target=dict(raw["target"]),
-            evaluate=dict(raw.get("evaluate") or {}), methods=[_method_spec(m, path) for m in raw["methods"]],
-            budgets=[_budget(b, path) for b in raw["budgets"]], seeds=seeds, keep_models=bool(raw.get("keep_models")),
-        )
-        labels = [m.label for m in config.methods]
-        if len(set(labels)) != len(labels):
-            raise InputError(f"method labels repeat ({', '.join(labels)}); give variants a `label`", path)
-        for key in ("model",):
-            for part in ("proxy", "target"):
-                if key not in getattr(config, part):
-                    raise InputError(f"missing setting {part}.{key}", path)
-        return config
-
-    def input_path(self, value: str | Path) -> Path:
-        value = Path(value)
-        return value if value.is_absolute() else self.root / value
-
-    def cells(self) -> list[Cell]:
-        cells = []
-        for method in self.methods:
-            seeds = self.seeds.get(method.label, self.seeds.get(method.name, self.seeds["default"]))
-            if method.name == FULL:
-                cells += [Cell(method, None, s) for s in seeds]
-            else:
-                cells += [Cell(method, b, s) for b in self.budgets for s in seeds]
-        return cells
-
-
-def _method_spec(value: Any, path: Path) -> MethodSpec:
-    if isinstance(value, str):
-        return MethodSpec(value, value)
-    if isinstance(value, dict) and "name" in value:
-        return MethodSpec(str(value["name"]), str(value.get("label") or value["name"]), dict(value.get("params") or {}))
-    raise InputError(f"a method is a name or {{name, label, params}}, got {value!r}", path)
-
-
-def _budget(value: Any, path: Path) -> float | int:
-    from s2l.selection import parse_budget
-
-    try:
-        return parse_budget(value)
-    except InputError as e:
-        raise InputError(f"budgets: {e.problem}", path) from None
-
-
-# -- the run ------------------------------------------------------------------------------------------------
-def _dataclass(cls, values: dict[str, Any], where: str):
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise InputError(f"{where}: unknown settings {', '.join(unknown)} (known: {', '.join(sorted(names))})")
-    return cls(**values)
 
 
 class Experiment:
@@ -188,18 +72,12 @@ class Experiment:
 
     def check(self) -> None:
         """Build every settings object now, so a typo fails in a second rather than after hours."""
-        from s2l.evaluation import EvalConfig
         from s2l.selection import make_selector
-        from s2l.training import TrainConfig
-        from s2l.trajectories.record import DataConfig, RecordConfig, ScoreConfig
 
         for role in ("proxy", "target"):
-            spec = getattr(self.config, role)
-            _dataclass(RecordConfig, spec.get("record") or {}, f"{role}.record")
-            _dataclass(ScoreConfig, spec.get("score") or {}, f"{role}.score")
-            _dataclass(DataConfig, spec.get("data") or {}, f"{role}.data")
-        _dataclass(TrainConfig, dict(self.config.target.get("train") or {}), "target.train")
-        _dataclass(EvalConfig, self.config.evaluate, "evaluate")
+            self.config.record_config(role), self.config.score_config(role), self.config.data_config(role)
+        self.config.train_config()
+        self.config.eval_config()
         for method in self.config.methods:
             if method.name != FULL:
                 make_selector(method.name, **method.params)
@@ -223,7 +101,7 @@ class Experiment:
         if target_run is not None:
             write_json_atomic(self.out / "transfer.json", transfer(proxy_run, target_run))
         self._write_results(rows)
-        say(f"[bold green]experiment done[/] in {time.perf_counter() - started:.0f} s: {self.out / 'results.md'}")
+        log.info(f"experiment done in {time.perf_counter() - started:.0f} s: {self.out / 'results.md'}")
         return rows
 
     def _generate_data(self) -> None:
@@ -238,24 +116,22 @@ class Experiment:
                     args += [f"--{key}", f"{name}={json.dumps(setting)}"]
             else:
                 args += [f"--{key}", ",".join(map(str, value)) if isinstance(value, list) else str(value)]
-        say("generating the data: " + " ".join(args[1:]))
+        log.info("generating the data: " + " ".join(args[1:]))
         done = subprocess.run(args, capture_output=True, text=True)
         if done.returncode != 0:
             raise InputError(f"the data generator failed: {done.stderr.strip().splitlines()[-1:]}", script)
 
     def _record(self, role: str, spec: dict[str, Any]) -> Path:
-        from s2l.trajectories.record import DataConfig, RecordConfig, ScoreConfig, record
+        from s2l.trajectories.record import record
         from s2l.trajectories.store import TrajectoryStore
 
         out = self.out / f"{role}-run"
         store = TrajectoryStore(out)
         if out.is_dir() and (out / "manifest.json").is_file() and store.manifest.get("complete"):
             return out
-        say(f"recording the {role}'s trajectories ({spec['model']})")
-        record(self.pool, spec["model"], out, _dataclass(RecordConfig, spec.get("record") or {}, f"{role}.record"),
-               data_config=_dataclass(DataConfig, spec.get("data") or {}, f"{role}.data"),
-               score_config=_dataclass(ScoreConfig, spec.get("score") or {}, f"{role}.score"),
-               device=self.device, show_progress=self.show_progress)
+        log.info(f"recording the {role}'s trajectories ({spec['model']})")
+        record(self.pool, spec["model"], out, self.config.record_config(role), data_config=self.config.data_config(role),
+               score_config=self.config.score_config(role), device=self.device, show_progress=self.show_progress)
         return out
 
     def _run_cell(self, cell: Cell, proxy_run: Path) -> dict:
@@ -263,7 +139,7 @@ class Experiment:
         metrics_path = folder / "metrics.json"
         if metrics_path.is_file():  # finished before: skip
             return json.loads(metrics_path.read_text(encoding="utf-8"))["row"]
-        say(f"[bold]cell {cell.key}[/]")
+        log.info(f"cell {cell.key}")
         row: dict[str, Any] = {"label": cell.method.label, "method": cell.method.name,
                                "budget": "all" if cell.budget is None else cell.budget, "seed": cell.seed}
         subset, row["select_seconds"] = self._select(cell, proxy_run, folder)
@@ -290,26 +166,22 @@ class Experiment:
         return selection / "selected.jsonl", round(result.seconds, 2)
 
     def _train(self, cell: Cell, subset: Path, model_dir: Path) -> float:
-        from s2l.training import TrainConfig, train
-        from s2l.trajectories.record import DataConfig
+        from s2l.training import train
 
         marker = model_dir / "s2l_train.json"
         if marker.is_file():
             return json.loads(marker.read_text()).get("wall_seconds", 0.0)
-        spec = dict(self.config.target.get("train") or {})
-        spec.setdefault("seed", cell.seed)
-        data = _dataclass(DataConfig, self.config.target.get("data") or {}, "target.data")
-        config = _dataclass(TrainConfig, {**spec, "data": data}, "target.train")
+        config = self.config.train_config(seed=cell.seed)
         started = time.perf_counter()
         train(subset, self.config.target["model"], model_dir, config, device=self.device,
               show_progress=self.show_progress, overwrite=True)
         return round(time.perf_counter() - started, 1)
 
     def _evaluate(self, model_dir: Path, out: Path) -> tuple[dict, float]:
-        from s2l.evaluation import EvalConfig, evaluate
+        from s2l.evaluation import evaluate
 
         started = time.perf_counter()
-        config = _dataclass(EvalConfig, self.config.evaluate, "evaluate")
+        config = self.config.eval_config()
         metrics = evaluate(model_dir, self.test, config, out=out / "metrics.json", device=self.device,
                            show_progress=self.show_progress)
         return metrics, round(time.perf_counter() - started, 1)
@@ -328,9 +200,8 @@ class Experiment:
 
     def _print_row(self, row: dict) -> None:
         acc = row.get("accuracy")
-        console.print(f"  {row['label']:<16} budget {str(row['budget']):<5} seed {row['seed']}: "
-                      f"loss {_fmt(row.get('loss'))}  accuracy {_fmt(acc)}  (n_train {row.get('n_train')})",
-                      highlight=False)
+        log.info(f"  {row['label']:<16} budget {str(row['budget']):<5} seed {row['seed']}: "
+                 f"loss {_fmt(row.get('loss'))}  accuracy {_fmt(acc)}  (n_train {row.get('n_train')})")
 
 
 def _metric_columns(metrics: dict) -> dict:

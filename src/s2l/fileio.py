@@ -6,6 +6,7 @@ run never leaves a half-written file that looks whole.
 
 from __future__ import annotations
 
+import logging
 import contextlib
 import errno
 import fcntl
@@ -19,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
+
+log = logging.getLogger(__name__)
 
 
 # Fault injection for tests: with S2L_FAULT_AFTER=N the process kills itself with SIGKILL at the N-th
@@ -208,8 +211,7 @@ def directory_lock(root: str | Path) -> Iterator[None]:
     when the lock is free was left by a killed process: it is taken over, and said so.
     """
     from s2l.errors import InputError
-    from s2l.progress import say
-
+    
     if is_url(root):  # object storage has no locks: the job's driver or rank 0 is its only writer
         yield
         return
@@ -230,8 +232,8 @@ def directory_lock(root: str | Path) -> Iterator[None]:
     try:
         stale = _lock_holder(path)
         if stale:
-            say(f"{root}: taking over the lock left by pid {stale.get('pid')} (`{stale.get('command')}`), "
-                "which stopped without releasing it")
+            log.warning(f"{root}: taking over the lock left by pid {stale.get('pid')} (`{stale.get('command')}`), "
+                        "which stopped without releasing it")
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv)[:300],
                   "since": time.strftime("%Y-%m-%d %H:%M:%S")}
         os.ftruncate(fd, 0)

@@ -17,12 +17,13 @@ run leaves none.
 
 from __future__ import annotations
 
+import logging
 import json
 import math
 import shutil
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
@@ -30,46 +31,19 @@ import numpy as np
 import torch
 
 from s2l import __version__
-from s2l.data import TokenizedExample
+from s2l.config import TrainConfig
+from s2l.data import TokenizedExample, prepare_pool
 from s2l.errors import InputError
 from s2l.fileio import fault_point, swap_into_place, write_bytes_atomic, write_json_atomic
 from s2l.models import default_device, load_model, load_tokenizer, resolve, revision
-from s2l.progress import say
-from s2l.trajectories.record import DataConfig, prepare_pool
 from s2l.trajectories.scoring import pad_batch, token_losses
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "s2l_train.json"  # written last: its presence marks a finished training
 LOSS_LOG = "s2l_train_log.jsonl"  # one line per optimizer step
 JOB = "s2l_train_job.json"  # inside the temporary folder: what a resumed run must match
 TRAINER_DIR = "trainer"  # the Trainer's own output_dir (checkpoints), inside the temporary folder
-PRECISIONS = ("bf16-mixed", "float32")
-
-
-@dataclass
-class TrainConfig:
-    """Target fine-tuning; defaults from the S2L and learning-percentage papers."""
-
-    epochs: int = 3
-    learning_rate: float = 2e-5  # for LoRA, something like 2e-4 is the usual choice
-    lr_scheduler: str = "cosine"  # any transformers SchedulerType: linear, cosine, constant_with_warmup, ...
-    warmup_ratio: float = 0.03  # share of all optimizer steps, rounded up (as record)
-    batch_size: int = 8  # examples per micro-batch
-    gradient_accumulation: int = 1  # micro-batches per optimizer step; the loss is the mean over all their response tokens
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0  # 0 turns clipping off
-    precision: str = "bf16-mixed"  # bf16-mixed (float32 weights, bfloat16 autocast) or float32
-    optim: str = "adamw_torch_fused"  # a transformers OptimizerNames; adamw_torch_fused is record's default
-    seed: int = 0
-    lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: str = "all-linear"  # or comma-separated module names, e.g. "q_proj,v_proj"
-    save_merged: bool = True  # LoRA: also merge the adapter and save a plain model (the adapter stays in adapter/)
-    logging_steps: int = 10  # Trainer's log lines (the per-step loss goes to s2l_train_log.jsonl regardless)
-    resume: bool = False  # keep a checkpoint every save_steps and continue from it after an interruption
-    save_steps: int = 500
-    data: DataConfig = field(default_factory=DataConfig)
 
 
 # Settings that do not change the trained weights: a finished output made with other values still counts
@@ -77,34 +51,11 @@ class TrainConfig:
 _NOT_IN_JOB = ("logging_steps", "resume", "save_steps")
 
 
-def _validate(config: TrainConfig) -> None:
-    from transformers.trainer_utils import SchedulerType
-    from transformers.training_args import OptimizerNames
-
-    if config.precision not in PRECISIONS:
-        raise InputError(f"unknown precision {config.precision!r}; choose bf16-mixed or float32", "--precision")
-    if config.epochs < 1 or config.batch_size < 1 or config.gradient_accumulation < 1:
-        raise InputError("--epochs, --batch-size and --gradient-accumulation must be at least 1", "options")
-    if not 0 <= config.warmup_ratio < 1:
-        raise InputError(f"--warmup-ratio must be in [0, 1), got {config.warmup_ratio}", "--warmup-ratio")
-    if config.learning_rate <= 0:
-        raise InputError(f"--lr must be positive, got {config.learning_rate}", "--lr")
-    if config.resume and config.save_steps < 1:
-        raise InputError("--save-steps must be at least 1", "--save-steps")
-    choices = ((config.lr_scheduler, SchedulerType, "--lr-scheduler"), (config.optim, OptimizerNames, "--optim"))
-    for value, kind, option in choices:
-        known = [m.value for m in kind]
-        if value not in known:
-            raise InputError(f"unknown {option[2:]} {value!r}; choose one of {', '.join(known)}", option)
-    if config.lora and (config.lora_r < 1 or not config.lora_target_modules.strip()):
-        raise InputError("--lora-r must be at least 1 and --lora-target-modules not empty", "--lora")
-
-
 def _import_peft():
     try:
         import peft
     except ImportError:
-        raise InputError("LoRA needs peft: pip install 's2l[lora]'", "--lora") from None
+        raise InputError("LoRA needs peft: pip install 's2l[lora]'", parameter="lora") from None
     return peft
 
 
@@ -211,7 +162,7 @@ def _line_callback(total_steps: int):
     class Lines(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
-                say(f"step {state.global_step}/{total_steps}  epoch {state.epoch:.2f}  loss {logs['loss']:.4f}")
+                log.info(f"step {state.global_step}/{total_steps}  epoch {state.epoch:.2f}  loss {logs['loss']:.4f}")
 
     return Lines()
 
@@ -301,7 +252,6 @@ def train(data: str | Path, model: str, out: str | Path, config: TrainConfig | N
     from transformers import PrinterCallback, TrainingArguments
 
     config = config or TrainConfig()
-    _validate(config)
     out = Path(out).expanduser()
     finished = _check_out(out, overwrite)
     if config.lora:
@@ -315,10 +265,10 @@ def train(data: str | Path, model: str, out: str | Path, config: TrainConfig | N
     trainable = [t for t in tokenized if t.n_tokens > 0]
     excluded = {"duplicate": len(pool.duplicates), "no_response_tokens": len(tokenized) - len(trainable)}
     if excluded["no_response_tokens"]:
-        say(f"[yellow]{excluded['no_response_tokens']} example(s) have no response token after truncation to "
-            f"{config.data.max_length} tokens: left out of training (ids in {MANIFEST})")
+        log.warning(f"{excluded['no_response_tokens']} example(s) have no response token after truncation to "
+                    f"{config.data.max_length} tokens: left out of training (ids in {MANIFEST})")
     if excluded["duplicate"]:
-        say(f"[yellow]{excluded['duplicate']} duplicate record(s) trained on once")
+        log.warning(f"{excluded['duplicate']} duplicate record(s) trained on once")
     if not trainable:
         raise InputError("no example has a response token left to train on", data)
 
@@ -331,7 +281,7 @@ def train(data: str | Path, model: str, out: str | Path, config: TrainConfig | N
     }
     if finished is not None:
         if finished.get("job") == job and not overwrite:
-            say(f"{out}: already trained with this data, model and settings; nothing to do")
+            log.info(f"{out}: already trained with this data, model and settings; nothing to do")
             return out
         if not overwrite:
             raise InputError("holds a finished training of other data, model or settings; choose another --out "
@@ -369,10 +319,10 @@ def train(data: str | Path, model: str, out: str | Path, config: TrainConfig | N
         **device_kwargs,
     )
     if args.device.type != torch.device(device).type:
-        raise InputError(f"the Trainer chose {args.device}, not {device}", "--device")
+        raise InputError(f"the Trainer chose {args.device}, not {device}", parameter="device")
     if args.world_size > 1:
         # token_losses calls the model's parts, not its forward, which is where DDP syncs gradients.
-        raise InputError("train runs in one process; launching it with torchrun or accelerate is not supported", "--device")
+        raise InputError("train runs in one process; launching it with torchrun or accelerate is not supported", parameter="device")
     if args.n_gpu > 1:
         # Several GPUs in one process: the Trainer would wrap the model in DataParallel and multiply the
         # batch by the GPU count; token_losses calls the model's parts, not its forward, so use one GPU.
@@ -384,11 +334,11 @@ def train(data: str | Path, model: str, out: str | Path, config: TrainConfig | N
         checkpoints = sorted((tmp / TRAINER_DIR).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
         if config.resume and previous == job and checkpoints:
             resume_from = str(checkpoints[-1])
-            say(f"resuming an interrupted training at {checkpoints[-1].name}")
+            log.info(f"resuming an interrupted training at {checkpoints[-1].name}")
         else:
             if checkpoints:
-                say("[yellow]discarding the checkpoints of an interrupted training "
-                    + ("of other data, model or settings" if config.resume else "(pass --resume to continue one)"))
+                log.warning("discarding the checkpoints of an interrupted training "
+                            + ("of other data, model or settings" if config.resume else "(pass --resume to continue one)"))
             shutil.rmtree(tmp)
     tmp.mkdir(parents=True, exist_ok=True)
     write_json_atomic(tmp / JOB, job)
@@ -475,8 +425,8 @@ def train(data: str | Path, model: str, out: str | Path, config: TrainConfig | N
             shutil.rmtree(tmp, ignore_errors=True)
         raise
     swap_into_place(tmp, out)
-    say(f"trained {len(trainable)} examples for {manifest['steps']} steps in {manifest['wall_seconds']} s; "
-        f"final loss {manifest['final_train_loss']}: {out}")
+    log.info(f"trained {len(trainable)} examples for {manifest['steps']} steps in {manifest['wall_seconds']} s; "
+             f"final loss {manifest['final_train_loss']}: {out}")
     return out
 
 

@@ -115,3 +115,13 @@ def tokenize_examples(tokenizer, examples: list[Example], max_length: int = 512)
             encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
             out[i] = _finish(example, list(encoded["input_ids"]), _mask_from_spans(encoded["offset_mapping"], spans), max_length)
     return out  # type: ignore[return-value]
+
+
+def prepare_pool(data, tokenizer, config) -> tuple:
+    """Read the pool at `data` as `config` (a `DataConfig`) says and tokenise every example: the
+    first step of record, score, train and evaluate alike. Returns (pool, tokenized examples)."""
+    from s2l.data.pool import load_pool
+
+    pool = load_pool(data, format=config.format, template=config.template, id_column=config.id_column,
+                     split=config.split)
+    return pool, tokenize_examples(tokenizer, pool.examples, config.max_length)

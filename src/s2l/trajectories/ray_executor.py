@@ -11,6 +11,7 @@ node can reach (a local folder for a one-machine cluster; a shared file system a
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Sequence
@@ -19,9 +20,12 @@ import numpy as np
 
 from s2l.errors import InputError
 from s2l.fileio import check_writable, directory_lock
-from s2l.progress import make_progress, say
-from s2l.trajectories.record import DataConfig, ScoreConfig, ScoringModel, _open_store, prepare_score
+from s2l.progress import make_progress
+from s2l.config import DataConfig, ScoreConfig
+from s2l.trajectories.record import ScoringModel, _open_store, prepare_score
 from s2l.trajectories.store import TrajectoryStore
+
+log = logging.getLogger(__name__)
 
 
 def _import_ray():
@@ -29,7 +33,7 @@ def _import_ray():
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        raise InputError("the Ray executor needs Ray Data: pip install 's2l[ray]'", "--executor") from None
+        raise InputError("the Ray executor needs Ray Data: pip install 's2l[ray]'", parameter="executor") from None
     return ray
 
 
@@ -79,7 +83,7 @@ def score_with_ray(data: str | Path, checkpoints: Sequence[str], out: str | Path
     ray = _import_ray()
     data_config, score_config = data_config or DataConfig(), score_config or ScoreConfig()
     if workers < 1 or gpus_per_worker < 0:
-        raise InputError("--workers must be at least 1 and --gpus-per-worker not negative", "--workers")
+        raise InputError("workers must be at least 1 and gpus_per_worker not negative", parameter="workers")
     job = prepare_score(data, checkpoints, data_config, score_config, tokenizer)
     check_writable(out, len(job.paths) * len(job.tokenized) * 64, "scoring")
     with directory_lock(out):  # the driver holds the lock for the whole job
@@ -121,4 +125,4 @@ def _run(ray, store: TrajectoryStore, job, cells: list[dict], score_config: Scor
         task = progress.add_task(f"scoring {len(cells)} cells on Ray", total=len(cells), info="")
         for _ in scored.iter_rows():
             progress.advance(task)
-    say(f"Ray scored {len(cells)} cell(s) with {workers} worker(s)")
+    log.info(f"Ray scored {len(cells)} cell(s) with {workers} worker(s)")

@@ -11,6 +11,7 @@ written per snapshot. To resume after an interruption, the training state is sav
 
 from __future__ import annotations
 
+import logging
 import contextlib
 import copy
 import json
@@ -26,77 +27,20 @@ import numpy as np
 import torch
 
 from s2l import __version__
-from s2l.data import Pool, TokenizedExample, load_pool, tokenize_examples
+from s2l.config import DataConfig, RecordConfig, ScoreConfig
+from s2l.data import Pool, TokenizedExample, prepare_pool
 from s2l.distributed import ProcessGroup, full_state, is_sharded, join, load_full_state, shard_model
 from s2l.errors import InputError
 from s2l.fileio import check_writable, directory_lock, fault_point, folder_bytes, is_url, write_json_atomic
 from s2l.models import default_device, load_model, load_tokenizer, resolve, revision, torch_dtype
-from s2l.progress import make_progress, say
+from s2l.progress import make_progress
 from s2l.trajectories.scoring import score_examples, token_losses, pad_batch
 from s2l.trajectories.store import TrajectoryStore
 
-
-@dataclass
-class DataConfig:
-    """How the pool is read and tokenised (shared by record, score and training)."""
-
-    format: str = "auto"
-    template: str = "alpaca"
-    id_column: str | None = None
-    split: str | None = None
-    max_length: int = 512
-
-
-@dataclass
-class ScoreConfig:
-    dtype: str = "float32"  # of the weights while scoring: float32 or bf16
-    max_batch_tokens: int = 4096  # padded tokens per scoring batch (measured best on 2 cores: bench/score_speed.py)
-    max_batch_size: int = 64
-    shard_size: int = 4096  # examples per store cell
-    # torch.compile the scorer's transformer body, once per run (minutes; pays off from tens of thousands of
-    # examples per snapshot: bench/score_speed.py --compile). Fuses differently, so bf16 losses move by up
-    # to ~0.1 nats: part of the run's identity.
-    compile: bool = False
-
-
-@dataclass
-class RecordConfig:
-    """Proxy training; defaults from the S2L and learning-percentage papers."""
-
-    epochs: int = 3
-    snapshots: int = 12  # evenly spaced over the run, besides the base model (snapshot 0)
-    epoch_snapshots: bool = True  # also snapshot every epoch end
-    learning_rate: float = 2e-5
-    batch_size: int = 8
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    precision: str = "bf16-mixed"  # training arithmetic: bf16-mixed (float32 weights, bf16 autocast) or float32
-    seed: int = 0
-    keep_checkpoints: bool = False  # write the weights at every snapshot (a Hugging Face folder each)
-    resume_state: bool = True  # save the training state at each snapshot so an interrupted run can resume
-    # "snapshots" (the papers'): score the whole pool at every snapshot. "in-training": keep each example's
-    # loss from the training forward pass at each visit (one column per epoch), plus one pass with the
-    # base model and one with the trained model; `snapshots` and `epoch_snapshots` then do not apply.
-    capture: str = "snapshots"
-    # With several processes: shard the proxy's weights, gradients and AdamW state over them (FSDP) instead
-    # of a full copy on each (DDP), for proxies whose training state does not fit one device. Scoring then
-    # uses a full copy in the scoring dtype on each process.
-    fsdp: bool = False
-    # AdamW's update as one fused kernel (adamw_torch_fused) or a loop over tensors (adamw_torch, what stores
-    # made before this option used): the same update up to rounding, 5-9x faster on a CPU's 135M parameters.
-    optim: str = "adamw_torch_fused"
-
-
-OPTIMIZERS = ("adamw_torch_fused", "adamw_torch")
+log = logging.getLogger(__name__)
 
 
 # -- the pool, tokenised, and its per-example table ---------------------------------------------------
-def prepare_pool(data: str | Path, tokenizer, config: DataConfig) -> tuple[Pool, list[TokenizedExample]]:
-    pool = load_pool(data, format=config.format, template=config.template, id_column=config.id_column, split=config.split)
-    return pool, tokenize_examples(tokenizer, pool.examples, config.max_length)
-
-
 def examples_table(pool: Pool, tokenized: Sequence[TokenizedExample]):
     import pyarrow as pa
 
@@ -164,12 +108,12 @@ def base_manifest(kind: str, pool: Pool, tokenized, data_config: DataConfig, sco
 def report_exclusions(manifest: dict) -> None:
     excluded = manifest["excluded"]
     if excluded["duplicate"]:
-        say(f"[yellow]{excluded['duplicate']} duplicate record(s) left out (kept once; listed in manifest.json)")
+        log.warning(f"{excluded['duplicate']} duplicate record(s) left out (kept once; listed in manifest.json)")
     if excluded["no_response_tokens"]:
-        say(f"[yellow]{excluded['no_response_tokens']} example(s) have no response token after truncation to "
-            f"{manifest['max_length']} tokens: kept in the store with no loss (NaN), flagged in examples.parquet")
+        log.warning(f"{excluded['no_response_tokens']} example(s) have no response token after truncation to "
+                    f"{manifest['max_length']} tokens: kept in the store with no loss (NaN), flagged in examples.parquet")
     if excluded["truncated_kept"]:
-        say(f"{excluded['truncated_kept']} example(s) were truncated to {manifest['max_length']} tokens")
+        log.info(f"{excluded['truncated_kept']} example(s) were truncated to {manifest['max_length']} tokens")
 
 
 # -- scoring one snapshot into the store ----------------------------------------------------------------
@@ -389,7 +333,7 @@ def _train_and_score(store: TrajectoryStore, manifest: dict, model_path: str, to
     state = _latest_train_state(store.root)
     if state is not None:
         step = _load_train_state(state, model, optimizer, scheduler)
-        say(f"resuming {store.root} at step {step} of {total_steps}")
+        log.info(f"resuming {store.root} at step {step} of {total_steps}")
     saved_at = step if state is not None else None  # the same on every process, unlike what is on disk
     snapshot_at: dict[int, list[int]] = {}
     for k, s in enumerate(plan):
@@ -509,8 +453,8 @@ def _train_and_score(store: TrajectoryStore, manifest: dict, model_path: str, to
             for k in snapshot_at.get(step, []):
                 at_snapshot(k)
                 if progress.disable and group.is_main:  # no live bars (not a terminal): a line per snapshot
-                    say(f"step {step}/{total_steps}: snapshot {k} ({plan[k]['label']}) written "
-                        f"({time.time() - started:.0f}s)")
+                    log.info(f"step {step}/{total_steps}: snapshot {k} ({plan[k]['label']}) written "
+                             f"({time.time() - started:.0f}s)")
     return {name: round(value, 3) for name, value in seconds.items()}
 
 
@@ -519,18 +463,9 @@ def record(data: str | Path, proxy: str, out: str | Path, config: RecordConfig |
            tokenizer: str | None = None, device: str | None = None, show_progress: bool = True) -> TrajectoryStore:
     """Fine-tune `proxy` on the pool at `data` and write every example's loss trajectory to `out`."""
     config, data_config, score_config = config or RecordConfig(), data_config or DataConfig(), score_config or ScoreConfig()
-    if config.precision not in ("bf16-mixed", "float32"):
-        raise InputError(f"unknown precision {config.precision!r}; choose bf16-mixed or float32", "--precision")
-    if config.epochs < 1 or config.snapshots < 1 or config.batch_size < 1:
-        raise InputError("--epochs, --snapshots and --batch-size must be at least 1", "options")
     if is_url(out):
         raise InputError("record keeps its resume state beside the store, on a local disk: record into a local "
                          "--out and copy the run to object storage, or score checkpoints there with `s2l score`", out)
-    if config.capture not in ("snapshots", "in-training"):
-        raise InputError(f"unknown capture {config.capture!r}; choose snapshots or in-training", "--capture")
-    if config.optim not in OPTIMIZERS:
-        raise InputError(f"unknown optimizer {config.optim!r}; choose {' or '.join(OPTIMIZERS)}", "--optim")
-    torch_dtype(score_config.dtype)  # a bad --dtype fails before any work
     group, device = join(device)
     device = device or default_device()
     model_path = resolve(proxy)
@@ -580,7 +515,7 @@ def record(data: str | Path, proxy: str, out: str | Path, config: RecordConfig |
         store, manifest = _open_store(out, manifest, pool, tokenized, group)
         if manifest.get("complete"):
             if group.is_main:
-                say(f"{out}: already complete ({len(plan)} snapshots); nothing to do")
+                log.info(f"{out}: already complete ({len(plan)} snapshots); nothing to do")
             return store
 
         started = time.time()
@@ -626,7 +561,6 @@ def prepare_score(data: str | Path, checkpoints: Sequence[str], data_config: Dat
                   tokenizer: str | None = None) -> ScoreJob:
     if not checkpoints:
         raise InputError("give at least one --checkpoint", "--checkpoint")
-    torch_dtype(score_config.dtype)
     paths = [resolve(c) for c in checkpoints]
     metas = [_checkpoint_meta(Path(p)) for p in paths]
     # Step order: a shell glob puts checkpoint-1000 before checkpoint-500. Folders without a step keep

@@ -1,0 +1,353 @@
+"""Every setting of the pipeline, defined once.
+
+Each stage's settings are a dataclass here: its fields carry their default (from the S2L and
+learning-percentage papers where they give one), their help text and their bounds, and `__post_init__`
+checks them, so a bad value fails when the config is built, naming the parameter. The command line is
+built from these fields (`s2l.cli_options`) and an experiment's YAML fills them by name, so a default or
+a help text cannot differ between the API, the CLI and the docs.
+
+    DataConfig        how the pool is read and tokenised        record, score, train, evaluate
+    ScoreConfig       how a model scores the pool                record, score
+    RecordConfig      the proxy's fine-tuning and its snapshots  record
+    TrainConfig       the target's fine-tuning                   train
+    EvalConfig        held-out loss and answer accuracy          evaluate
+    ExperimentConfig  methods x budgets x seeds, from YAML       experiment
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from s2l.errors import InputError
+
+DTYPES = ("float32", "fp32", "bf16", "bfloat16", "fp16", "float16")
+PRECISIONS = ("bf16-mixed", "float32")
+OPTIMIZERS = ("adamw_torch_fused", "adamw_torch")
+CAPTURES = ("snapshots", "in-training")
+
+
+def setting(default: Any = dataclasses.MISSING, help: str = "", *, flags: tuple[str, ...] = (),
+            choices: tuple[str, ...] | None = None, minimum: float | None = None, maximum: float | None = None,
+            below: float | None = None, cli: bool = True, factory: Any = dataclasses.MISSING) -> Any:
+    """A config field: its default, help text and checks in one place.
+
+    `flags`: the command-line names (default: `--field-name`); `choices`, `minimum`, `maximum` (inclusive)
+    and `below` (exclusive) are checked when the config is built; `cli=False` keeps a field off the
+    command line (API and YAML only)."""
+    metadata = {"help": help, "flags": flags, "choices": choices, "minimum": minimum, "maximum": maximum,
+                "below": below, "cli": cli}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+class Settings:
+    """Checks every field's declared bounds after `__init__`; subclasses add their own checks."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            check_value(f.name, getattr(self, f.name), f.metadata)
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any] | None, where: str):
+        """Build from a mapping (an experiment's YAML section); errors name `where.parameter`."""
+        values = dict(values or {})
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise InputError(f"unknown settings {', '.join(unknown)} (known: {', '.join(sorted(names))})",
+                             parameter=where)
+        hints = typing.get_type_hints(cls)
+        for name, value in values.items():  # a nested section (evaluate.data) given as a mapping
+            if isinstance(value, dict) and dataclasses.is_dataclass(hints[name]):
+                values[name] = hints[name].from_mapping(value, f"{where}.{name}")
+        try:
+            return cls(**values)
+        except InputError as e:
+            if e.parameter is None:
+                raise
+            raise InputError(e.problem, parameter=f"{where}.{e.parameter}") from None
+
+
+def check_value(name: str, value: Any, metadata) -> None:
+    if value is None or isinstance(value, Settings):
+        return
+    choices = metadata.get("choices")
+    if choices is not None and value not in choices:
+        raise InputError(f"unknown value {value!r}; choose one of {', '.join(choices)}", parameter=name)
+    low, high, below = metadata.get("minimum"), metadata.get("maximum"), metadata.get("below")
+    if low is None and high is None and below is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise InputError(f"expected a number, got {value!r}", parameter=name)
+    if low is not None and value < low:
+        raise InputError(f"must be at least {low:g}, got {value:g}", parameter=name)
+    if high is not None and value > high:
+        raise InputError(f"must be at most {high:g}, got {value:g}", parameter=name)
+    if below is not None and value >= below:
+        raise InputError(f"must be below {below:g}, got {value:g}", parameter=name)
+
+
+# -- data -------------------------------------------------------------------------------------------------
+@dataclass
+class DataConfig(Settings):
+    """How the pool is read and tokenised (the same for record, score, train and evaluate)."""
+
+    format: str = setting("auto", "alpaca, mathinstruct, prompt-response, chat, or auto (from the fields).",
+                          choices=("auto", "alpaca", "mathinstruct", "prompt-response", "chat"))
+    template: str = setting("alpaca", "Prompt template for non-chat records: alpaca (the papers'), none, a template "
+                            "string with {instruction} and {input}, or a file holding one.")
+    id_column: str | None = setting(None, "Column holding your example ids (default: a hash of each record).")
+    split: str | None = setting(None, "Split to read from a saved DatasetDict.")
+    max_length: int = setting(512, "Tokens per example; longer ones are truncated.", minimum=2)
+
+
+# -- scoring ----------------------------------------------------------------------------------------------
+@dataclass
+class ScoringSettings(Settings):
+    """What every loss pass shares: the weights' dtype and the batch size in tokens."""
+
+    dtype: str = setting("float32", "Weights while scoring: float32 or bf16 (faster on AMX CPUs and GPUs).",
+                         choices=DTYPES)
+    # Measured best on 2 cores (bench/score_speed.py).
+    max_batch_tokens: int = setting(4096, "Padded tokens per scoring batch.", minimum=1)
+
+
+@dataclass
+class ScoreConfig(ScoringSettings):
+    """How a model scores the pool into the store (record and score)."""
+
+    max_batch_size: int = setting(64, "Examples per scoring batch at most.", minimum=1)
+    shard_size: int = setting(4096, "Examples per store cell (the unit of resuming).", minimum=1)
+    # Compiled kernels fuse differently, so bf16 losses move by up to ~0.1 nats: part of the run's identity.
+    compile: bool = setting(False, "torch.compile the scorer once per run: minutes to compile, then faster passes "
+                            "(worth it from tens of thousands of examples; see docs/benchmarks.md).")
+
+
+# -- training ---------------------------------------------------------------------------------------------
+@dataclass
+class OptimizationConfig(Settings):
+    """Fine-tuning shared by the proxy (record) and the target (train); defaults from both papers:
+    AdamW, 3 epochs, learning rate 2e-5, cosine schedule with 3% warm-up."""
+
+    epochs: int = setting(3, "Passes over the data.", minimum=1)
+    learning_rate: float = setting(2e-5, "Peak learning rate (AdamW).", flags=("--learning-rate", "--lr"), minimum=0)
+    batch_size: int = setting(8, "Examples per micro-batch.", minimum=1)
+    warmup_ratio: float = setting(0.03, "Share of all optimizer steps spent warming up, rounded up.", minimum=0,
+                                  below=1)
+    weight_decay: float = setting(0.0, "AdamW's decoupled weight decay.", minimum=0)
+    max_grad_norm: float = setting(1.0, "Gradient clipping; 0 turns it off.", minimum=0)
+    precision: str = setting("bf16-mixed", "Training arithmetic: bf16-mixed (float32 weights, bfloat16 autocast) "
+                             "or float32.", choices=PRECISIONS)
+    # The same update up to rounding; fused is 5-9x faster on a CPU's 135M parameters.
+    optim: str = setting("adamw_torch_fused", "adamw_torch_fused (one kernel) or adamw_torch (a loop over tensors: "
+                         "what stores recorded before this option used).", choices=OPTIMIZERS)
+    seed: int = setting(0, "Seed for the batch order and any random initialisation.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.learning_rate <= 0:
+            raise InputError(f"must be positive, got {self.learning_rate}", parameter="learning_rate")
+
+
+@dataclass
+class RecordConfig(OptimizationConfig):
+    """The proxy's fine-tuning and the snapshots at which the pool is scored."""
+
+    snapshots: int = setting(12, "Snapshots spread evenly over training, besides the base model (snapshot 0).",
+                             minimum=1)
+    epoch_snapshots: bool = setting(True, "Also snapshot every epoch end (learning percentage needs them).",
+                                    flags=("--epoch-snapshots/--no-epoch-snapshots",))
+    keep_checkpoints: bool = setting(False, "Also write the weights at every snapshot (a Hugging Face folder each).")
+    resume_state: bool = setting(True, "Save the training state at each snapshot so an interrupted run can resume.",
+                                 cli=False)
+    capture: str = setting("snapshots", "snapshots: score the whole pool at every snapshot (the papers'). "
+                           "in-training: keep each example's loss from the training pass at each epoch's visit, plus "
+                           "a pass before and after training (--snapshots does not apply).", choices=CAPTURES)
+    fsdp: bool = setting(False, "Under torchrun/accelerate: shard the proxy's weights, gradients and optimizer "
+                         "state over the processes (FSDP) instead of a copy on each.")
+
+
+@dataclass
+class TrainConfig(OptimizationConfig):
+    """The target's fine-tuning on a (selected) subset, with record's tokenisation and loss."""
+
+    gradient_accumulation: int = setting(1, "Micro-batches per optimizer step; the loss is the mean over all "
+                                         "their response tokens.", minimum=1)
+    lr_scheduler: str = setting("cosine", "Any transformers scheduler name: linear, cosine, "
+                                "constant_with_warmup, ...")
+    lora: bool = setting(False, "Train LoRA adapters (PEFT) instead of all weights (a learning rate like 2e-4 "
+                         "is the usual choice then).")
+    lora_r: int = setting(16, "LoRA rank.", minimum=1)
+    lora_alpha: int = setting(32, "LoRA scaling numerator.")
+    lora_dropout: float = setting(0.05, "Dropout on the LoRA path.", minimum=0, below=1)
+    lora_target_modules: str = setting("all-linear", "all-linear, or comma-separated module names like q_proj,v_proj.")
+    save_merged: bool = setting(True, "LoRA: also merge the adapter and save a plain model (the adapter stays in "
+                                "adapter/).", flags=("--merge/--no-merge",))
+    logging_steps: int = setting(10, "Optimizer steps between log lines (every step's loss goes to "
+                                 "s2l_train_log.jsonl regardless).", minimum=1)
+    resume: bool = setting(False, "Checkpoint every --save-steps and continue an interrupted run.")
+    save_steps: int = setting(500, "Optimizer steps between checkpoints, with --resume.", minimum=1)
+    data: DataConfig = setting(help="How the data is read and tokenised.", factory=DataConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.lora and not self.lora_target_modules.strip():
+            raise InputError("names no module", parameter="lora_target_modules")
+        from transformers.trainer_utils import SchedulerType
+
+        known = [m.value for m in SchedulerType]
+        if self.lr_scheduler not in known:
+            raise InputError(f"unknown value {self.lr_scheduler!r}; choose one of {', '.join(known)}",
+                             parameter="lr_scheduler")
+
+
+# -- evaluation -------------------------------------------------------------------------------------------
+@dataclass
+class EvalConfig(ScoringSettings):
+    """Held-out response loss, and answer accuracy from greedy generation."""
+
+    max_new_tokens: int = setting(256, "Generation length for answer accuracy.", minimum=1)
+    batch_size: int = setting(16, "Prompts per generation batch.", minimum=1)
+    generate: bool = setting(True, "Generate answers and score them (off: held-out loss only).",
+                             flags=("--generate/--no-generate",))
+    limit: int | None = setting(None, "Evaluate the first N examples only.", minimum=1)
+    data: DataConfig = setting(help="How the test split is read and tokenised.", factory=DataConfig)
+
+
+# -- experiments ------------------------------------------------------------------------------------------
+FULL = "full"  # the method name of training on the whole pool
+
+
+@dataclass
+class MethodSpec:
+    name: str
+    label: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Cell:
+    method: MethodSpec
+    budget: float | int | None  # None for the full pool
+    seed: int
+
+    @property
+    def key(self) -> str:
+        budget = "all" if self.budget is None else f"b{self.budget}"
+        return f"{self.method.label}/{budget}-s{self.seed}"
+
+
+@dataclass
+class ExperimentConfig:
+    """An experiment's YAML file: the data, the proxy and target with their stages' settings (the
+    dataclasses above, by field name), the methods, budgets and seeds."""
+
+    name: str
+    root: Path  # the config file's folder: relative input paths start here
+    out: Path
+    data: dict[str, Any]
+    proxy: dict[str, Any]
+    target: dict[str, Any]
+    evaluate: dict[str, Any]
+    methods: list[MethodSpec]
+    budgets: list[float | int]
+    seeds: dict[str, list[int]]
+    keep_models: bool = False
+
+    @classmethod
+    def load(cls, path: str | Path, out: str | Path | None = None) -> "ExperimentConfig":
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise InputError("no such config file", path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            line = getattr(getattr(e, "problem_mark", None), "line", None)
+            raise InputError(f"not valid YAML: {getattr(e, 'problem', e)}", path, None if line is None else line + 1) from None
+        if not isinstance(raw, dict):
+            raise InputError("the config must be a mapping of settings", path)
+        known = {"name", "out", "data", "proxy", "target", "evaluate", "methods", "budgets", "seeds", "keep_models"}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise InputError(f"unknown settings {', '.join(unknown)} (known: {', '.join(sorted(known))})", path)
+        for required in ("data", "proxy", "target", "methods", "budgets"):
+            if required not in raw:
+                raise InputError(f"missing setting {required!r}", path)
+        name = str(raw.get("name") or path.stem)
+        seeds = raw.get("seeds", {"default": [0]})
+        if isinstance(seeds, list):
+            seeds = {"default": seeds}
+        seeds = {str(k): [int(s) for s in (v if isinstance(v, list) else [v])] for k, v in seeds.items()}
+        seeds.setdefault("default", [0])
+        config = cls(
+            name=name, root=path.parent.resolve(), out=Path(out or raw.get("out") or Path("runs") / name),
+            data=dict(raw["data"]), proxy=dict(raw["proxy"]), target=dict(raw["target"]),
+            evaluate=dict(raw.get("evaluate") or {}), methods=[_method_spec(m, path) for m in raw["methods"]],
+            budgets=[_budget(b, path) for b in raw["budgets"]], seeds=seeds, keep_models=bool(raw.get("keep_models")),
+        )
+        labels = [m.label for m in config.methods]
+        if len(set(labels)) != len(labels):
+            raise InputError(f"method labels repeat ({', '.join(labels)}); give variants a `label`", path)
+        for part in ("proxy", "target"):
+            if "model" not in getattr(config, part):
+                raise InputError(f"missing setting {part}.model", path)
+        return config
+
+    def input_path(self, value: str | Path) -> Path:
+        value = Path(value)
+        return value if value.is_absolute() else self.root / value
+
+    def cells(self) -> list[Cell]:
+        cells = []
+        for method in self.methods:
+            seeds = self.seeds.get(method.label, self.seeds.get(method.name, self.seeds["default"]))
+            if method.name == FULL:
+                cells += [Cell(method, None, s) for s in seeds]
+            else:
+                cells += [Cell(method, b, s) for b in self.budgets for s in seeds]
+        return cells
+
+    # Each stage's settings, built (and so checked) from the YAML sections.
+    def record_config(self, role: str) -> RecordConfig:
+        return RecordConfig.from_mapping(getattr(self, role).get("record"), f"{role}.record")
+
+    def score_config(self, role: str) -> ScoreConfig:
+        return ScoreConfig.from_mapping(getattr(self, role).get("score"), f"{role}.score")
+
+    def data_config(self, role: str) -> DataConfig:
+        return DataConfig.from_mapping(getattr(self, role).get("data"), f"{role}.data")
+
+    def train_config(self, seed: int | None = None) -> TrainConfig:
+        """The target's training; `seed` (a cell's) unless the YAML sets one."""
+        values = dict(self.target.get("train") or {})
+        if seed is not None:
+            values.setdefault("seed", seed)
+        return TrainConfig.from_mapping({**values, "data": self.data_config("target")}, "target.train")
+
+    def eval_config(self) -> EvalConfig:
+        return EvalConfig.from_mapping(self.evaluate, "evaluate")
+
+
+def _method_spec(value: Any, path: Path) -> MethodSpec:
+    if isinstance(value, str):
+        return MethodSpec(value, value)
+    if isinstance(value, dict) and "name" in value:
+        return MethodSpec(str(value["name"]), str(value.get("label") or value["name"]), dict(value.get("params") or {}))
+    raise InputError(f"a method is a name or {{name, label, params}}, got {value!r}", path)
+
+
+def _budget(value: Any, path: Path) -> float | int:
+    from s2l.selection.base import parse_budget
+
+    try:
+        return parse_budget(value)
+    except InputError as e:
+        raise InputError(f"budgets: {e.problem}", path) from None
