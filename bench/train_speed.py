@@ -69,12 +69,22 @@ def plain_trainer(model_path: str, tokenized, args, work: Path) -> float:
     """Seconds of optimizer steps of a plain Trainer over `tokenized`, one epoch, record's batch order."""
     from transformers import Trainer, TrainingArguments
 
+    from s2l.fine_tuning import epoch_order
     from s2l.models import load_model
-    from s2l.training import EpochPermutation
+
+    class FirstEpochOrder(torch.utils.data.Sampler):  # s2l's order for epoch 0 (the bench runs one epoch)
+        def __init__(self, n: int):
+            self.n = n
+
+        def __len__(self) -> int:
+            return self.n
+
+        def __iter__(self):
+            return iter(epoch_order(0, 0, self.n).tolist())
 
     class SameOrder(Trainer):  # only the order differs from a stock Trainer (so the batches match)
         def _get_train_sampler(self, train_dataset=None):
-            return EpochPermutation(len(self.train_dataset), 0)
+            return FirstEpochOrder(len(self.train_dataset))
 
     rows = [{"input_ids": e.input_ids, "labels": [t if m else -100 for t, m in zip(e.input_ids, e.loss_mask)]}
             for e in tokenized]
@@ -104,13 +114,15 @@ def plain_trainer(model_path: str, tokenized, args, work: Path) -> float:
 
 
 def s2l_train(model_path: str, subset: Path, args, work: Path) -> float:
-    from s2l.training import TrainConfig, train
+    import json
 
-    timer = step_timer()
-    train(subset, model_path, work / "s2l-train", TrainConfig(epochs=1, batch_size=args.batch_size,
-                                                               learning_rate=args.lr), device="cpu",
-          show_progress=False, overwrite=True, callbacks=[timer])
-    return sum(timer.seconds)
+    from s2l.config import TrainConfig
+    from s2l.training import MANIFEST, train
+
+    out = train(subset, model_path, work / "s2l-train", TrainConfig(epochs=1, batch_size=args.batch_size,
+                                                                     learning_rate=args.lr), device="cpu",
+                show_progress=False, overwrite=True)
+    return json.loads((out / MANIFEST).read_text())["seconds"]["training"]
 
 
 def record_loop(model_path: str, subset: Path, args, work: Path, round_: int) -> float:

@@ -213,6 +213,6 @@ def test_fused_and_looped_adamw_give_the_same_run_up_to_rounding(tiny_run, tiny_
                     score_config=ScoreConfig(shard_size=16), show_progress=False)
     assert "optim" not in looped.manifest["training"]
     np.testing.assert_allclose(looped.load().losses, tiny_run.load().losses, rtol=0, atol=1e-4)
-    with pytest.raises(InputError, match="unknown optimizer 'sgd'"):
+    with pytest.raises(InputError, match="optim: unknown value 'sgd'"):
         record(math_pool, str(tiny_model_dir), tmp_path / "bad", RecordConfig(**FAST, optim="sgd"), show_progress=False)
     assert not (tmp_path / "bad").exists()

@@ -1,4 +1,4 @@
-"""Fine-tuning a target: the Trainer's loss is record's, the output folder is finished or absent,
+"""Fine-tuning a target: the loop and loss are record's, the output folder is finished or absent,
 the same inputs give the same weights, LoRA saves an adapter and a merged model. On the tiny model."""
 
 from __future__ import annotations
@@ -9,12 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from s2l.config import DataConfig, RecordConfig, TrainConfig
+from s2l.data import prepare_pool
 from s2l.errors import InputError
-from s2l.trajectories.record import DataConfig, RecordConfig, prepare_pool, record
+from s2l.fine_tuning import FineTuning
+from s2l.trajectories.record import record
 from s2l.trajectories.scoring import pad_batch, score_examples, token_losses
-from s2l.training import MANIFEST, TrainConfig, TokenizedDataset, _make_trainer_class, collate, train
+from s2l.training import MANIFEST, train
 
 # 40 examples in batches of 8: 5 steps an epoch, 10 in all.
 FAST = dict(epochs=2, batch_size=8, learning_rate=1e-3, precision="float32", logging_steps=5)
@@ -60,27 +63,28 @@ def test_train_saves_a_loadable_model_that_learned(trained, tiny_model_dir, math
     assert after.mean() < before.mean() - 0.2, (before.mean(), after.mean())
 
 
-def test_trainer_minimises_records_loss(tiny_model_dir, math_pool, tmp_path):
-    """compute_loss on a batch is record's `token_losses(...).mean()`, and transformers' own loss with
-    the prompt masked; two accumulated micro-batches give the loss of the one batch they make."""
-    model = load(tiny_model_dir)
+def test_a_step_minimises_the_response_loss_and_accumulation_is_one_batch(tiny_model_dir, math_pool):
+    """A step's loss is `token_losses(...).mean()`, which is transformers' own loss with the prompt masked;
+    two accumulated micro-batches give the loss and the update of the one batch they make."""
     _, tokenized = prepare_pool(math_pool, AutoTokenizer.from_pretrained(tiny_model_dir), DataConfig())
     examples = tokenized[:6]
-    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", remove_unused_columns=False)
-    trainer = _make_trainer_class()(model=model, args=args, train_dataset=TokenizedDataset(examples), data_collator=collate)
-
-    batch = collate(examples)
-    ours = trainer.compute_loss(model, batch)
-    records = token_losses(model, *pad_batch(examples, "cpu"))[0].mean()  # record's training loss
-    labels = batch["input_ids"].masked_fill(~batch["loss_mask"], -100)
-    transformers_loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss
-    assert ours.item() == pytest.approx(records.item(), abs=1e-6)
+    model = load(tiny_model_dir)
+    input_ids, attention, loss_mask = pad_batch(examples, "cpu")
+    ours = token_losses(model, input_ids, attention, loss_mask)[0].mean()
+    labels = input_ids.masked_fill(~loss_mask, -100)
+    transformers_loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
     assert ours.item() == pytest.approx(transformers_loss.item(), abs=1e-5)
 
-    micro, n_tokens = trainer.get_batch_samples(iter([collate(examples[:2]), collate(examples[2:])]), 2, "cpu")
-    assert int(n_tokens) == sum(e.n_tokens for e in examples)
-    accumulated = sum(trainer.compute_loss(model, b, num_items_in_batch=n_tokens) for b in micro)
-    assert accumulated.item() == pytest.approx(ours.item(), abs=1e-5)
+    config = TrainConfig(epochs=1, batch_size=6, learning_rate=1e-3, precision="float32")
+    one = FineTuning(load(tiny_model_dir), examples, config, "cpu")
+    assert one.micro_batches(0)[0].tolist() == np.random.default_rng([0, 0]).permutation(6).tolist()
+    assert one.train_step().item() == pytest.approx(ours.item(), abs=1e-6)
+    halves = TrainConfig(epochs=1, batch_size=3, learning_rate=1e-3, precision="float32")
+    two = FineTuning(load(tiny_model_dir), examples, halves, "cpu", accumulation=2)
+    assert [len(m) for m in two.micro_batches(0)] == [3, 3] and two.total_steps == 1
+    assert two.train_step().item() == pytest.approx(ours.item(), abs=1e-6)
+    for (name, a), b in zip(one.model.named_parameters(), two.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
 
 
 def test_train_is_record_training(trained, tiny_model_dir, math_pool, tmp_path):
@@ -167,28 +171,29 @@ def test_lora_saves_the_adapter_and_a_merged_model(tiny_model_dir, math_pool, tm
 
 
 def test_interrupted_train_resumes_to_the_same_weights(trained, tiny_model_dir, math_pool, tmp_path, monkeypatch):
-    import s2l.training as training
+    train_step = FineTuning.train_step
 
-    make_trainer = training._make_trainer_class
-
-    def interrupted_at_step_7():
-        class Interrupted(make_trainer()):
-            def training_step(self, model, inputs, num_items_in_batch=None):
-                if self.state.global_step == 7:
-                    raise KeyboardInterrupt
-                return super().training_step(model, inputs, num_items_in_batch)
-        return Interrupted
+    def interrupted_at_step_7(self, *args, **kwargs):
+        if self.step == 6:
+            raise KeyboardInterrupt
+        return train_step(self, *args, **kwargs)
 
     out, config = tmp_path / "resumed", TrainConfig(**FAST, resume=True, save_steps=3)
-    monkeypatch.setattr(training, "_make_trainer_class", interrupted_at_step_7)
+    monkeypatch.setattr(FineTuning, "train_step", interrupted_at_step_7)
     with pytest.raises(KeyboardInterrupt):
         train(math_pool, str(tiny_model_dir), out, config, show_progress=False)
     assert not out.exists(), "an interrupted training leaves nothing that looks finished"
-    monkeypatch.setattr(training, "_make_trainer_class", make_trainer)
+    monkeypatch.setattr(FineTuning, "train_step", train_step)
     train(math_pool, str(tiny_model_dir), out, config, show_progress=False)
 
-    assert json.loads((out / MANIFEST).read_text())["resumed_from_step"] == 6
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["resumed_from_step"] == 6
     first, second = load(trained).state_dict(), load(out).state_dict()
     for name in first:
         torch.testing.assert_close(first[name], second[name], rtol=0, atol=1e-6, msg=name)
-    assert not list(tmp_path.glob(".*")), "the checkpoints go once the training is finished"
+    assert not list(tmp_path.glob(".*")), "the state goes once the training is finished"
+    assert not list(out.glob("train_state-*"))
+    # The losses of the steps before the interruption were kept with the state.
+    log = [json.loads(line) for line in (out / MANIFEST.replace(".json", "_log.jsonl")).read_text().splitlines()]
+    assert [entry["step"] for entry in log] == list(range(1, 11))
+    assert manifest["epoch_mean_loss"] == json.loads((trained / MANIFEST).read_text())["epoch_mean_loss"]

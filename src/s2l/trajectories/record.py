@@ -29,12 +29,13 @@ import torch
 from s2l import __version__
 from s2l.config import DataConfig, RecordConfig, ScoreConfig
 from s2l.data import Pool, TokenizedExample, prepare_pool
-from s2l.distributed import ProcessGroup, full_state, is_sharded, join, load_full_state, shard_model
+from s2l.distributed import ProcessGroup, full_state, is_sharded, join, shard_model
 from s2l.errors import InputError
+from s2l.fine_tuning import FineTuning, latest_state, step_counts
 from s2l.fileio import check_writable, directory_lock, fault_point, folder_bytes, is_url, write_json_atomic
 from s2l.models import default_device, load_model, load_tokenizer, resolve, revision, torch_dtype
 from s2l.progress import make_progress
-from s2l.trajectories.scoring import score_examples, token_losses, pad_batch
+from s2l.trajectories.scoring import score_examples
 from s2l.trajectories.store import TrajectoryStore
 
 log = logging.getLogger(__name__)
@@ -222,31 +223,7 @@ def in_training_plan(steps_per_epoch: int, epochs: int) -> list[dict]:
     return plan
 
 
-# -- training state, for resuming -----------------------------------------------------------------------
-def _save_train_state(root: Path, step: int, model, optimizer, scheduler, gathered: tuple | None = None) -> None:
-    """`gathered`: a sharded model's full_state, saved whole (so a run may resume on another process count)."""
-    from safetensors.torch import save_model
-
-    folder = root / f"train_state-{step:07d}"
-    tmp = root / f".train_state-{step:07d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    if gathered is None:
-        save_model(model, str(tmp / "model.safetensors"))
-        optimizer_state = optimizer.state_dict()
-    else:
-        weights, optimizer_state = gathered
-        torch.save(weights, tmp / "model.pt")
-    torch.save({"optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
-                "rng": torch.get_rng_state()}, tmp / "optimizer.pt")
-    write_json_atomic(tmp / "state.json", {"step": step})
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
-    for older in root.glob("train_state-*"):
-        if older != folder:
-            shutil.rmtree(older, ignore_errors=True)
-
-
+# -- the proxy's run ------------------------------------------------------------------------------------
 def _write_visits(store: TrajectoryStore, snapshot: int, tokenized, visits: np.ndarray, shard_size: int) -> None:
     """An in-training column: the losses kept from one epoch's training batches, written shard by shard."""
     n_shards = math.ceil(len(tokenized) / shard_size) or 1
@@ -255,26 +232,6 @@ def _write_visits(store: TrajectoryStore, snapshot: int, tokenized, visits: np.n
         losses = visits[shard * shard_size:shard * shard_size + len(members)]
         store.write_cell(snapshot, shard, [t.example_id for t in members], losses,
                          np.array([t.n_tokens for t in members], dtype=np.int64))
-
-
-def _latest_train_state(root: Path) -> Path | None:
-    done = sorted(p for p in root.glob("train_state-*") if (p / "state.json").is_file())
-    return done[-1] if done else None
-
-
-def _load_train_state(folder: Path, model, optimizer, scheduler) -> int:
-    from safetensors.torch import load_model as load_weights
-
-    # Our own files, but loaded as data only all the same.
-    state = torch.load(folder / "optimizer.pt", weights_only=True)
-    if is_sharded(model):
-        load_full_state(model, optimizer, torch.load(folder / "model.pt", weights_only=True), state["optimizer"])
-    else:
-        load_weights(model, str(folder / "model.safetensors"))
-        optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"])
-    return json.loads((folder / "state.json").read_text())["step"]
 
 
 def _save_checkpoint(root: Path, snapshot: int, where: dict, model, tokenizer, weights: dict | None = None) -> None:
@@ -291,171 +248,161 @@ def _save_checkpoint(root: Path, snapshot: int, where: dict, model, tokenizer, w
     tmp.rename(folder)
 
 
-# -- record ---------------------------------------------------------------------------------------------
-def _sum_gradients(model, group: ProcessGroup) -> None:
-    """Sum every parameter's gradient over the processes, in one flat all-reduce (a parameter a process's
-    slice did not reach counts as zero there)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
-    group.all_reduce_sum(flat)
-    offset = 0
-    for p in params:
-        p.grad = flat[offset:offset + p.numel()].view_as(p).clone()
-        offset += p.numel()
+class ProxyRun:
+    """The proxy's fine-tuning, scoring the pool whenever it reaches a snapshot step.
 
+    `run()` reads top to bottom: resume, then train step by step and take each snapshot as its step is
+    reached. A snapshot scores every example with the live weights (or, captured in training, writes the
+    losses kept from that epoch's forward passes), after saving the training state so that an interrupted
+    run resumes there. With several processes each trains on a slice of every batch (`FineTuning`) and
+    scores its share of each snapshot's cells."""
 
-def _train_and_score(store: TrajectoryStore, manifest: dict, model_path: str, tok, tokenized, trainable: np.ndarray,
-                     config: RecordConfig, score_config: ScoreConfig, device: str, show_progress: bool,
-                     group: ProcessGroup = ProcessGroup()) -> dict:
-    """The proxy's fine-tuning run, scoring the pool whenever it reaches a snapshot step. Returns where
-    this process's time went, in seconds.
+    def __init__(self, store: TrajectoryStore, manifest: dict, model_path: str, tokenizer, tokenized,
+                 trainable: np.ndarray, config: RecordConfig, score_config: ScoreConfig, device: str,
+                 group: ProcessGroup = ProcessGroup()):
+        self.store, self.manifest, self.plan = store, manifest, manifest["snapshots"]
+        self.tokenizer, self.tokenized, self.trainable = tokenizer, tokenized, trainable
+        self.config, self.score_config, self.device, self.group = config, score_config, device, group
+        torch.manual_seed(config.seed)
+        model = load_model(model_path, "float32", device)
+        model.config.use_cache = False
+        self.scoring_model = ScoringModel(score_config)
+        self.sharded = config.fsdp and group.world > 1
+        if self.sharded:
+            self.scoring_model.keep_copy(model)
+            shard_model(model, device)
+        self.model = model
+        self.tuning = FineTuning(model, [tokenized[i] for i in trainable], config, device, group=group,
+                                 sharded=self.sharded)
+        self.saved_at: int | None = None  # the step of the state on disk (the same on every process)
+        # This epoch's loss of each example, taken as it is trained on; kept on the device, so that keeping it
+        # never waits for the GPU.
+        self.visits = torch.full((len(tokenized),), float("nan"), dtype=torch.float64, device=device)
+        self.n_tokens = torch.tensor([t.n_tokens for t in tokenized], dtype=torch.float64, device=device)
+        # training: optimizer steps; capture: keeping visit losses; scoring: passes and writing columns;
+        # saving: resume state and checkpoints.
+        self.seconds = dict.fromkeys(("training", "capture", "scoring", "saving"), 0.0)
 
-    With several processes, training is data-parallel: each takes an interleaved slice of every batch and
-    the gradients are summed over processes, the loss divided by the whole batch's response tokens, so a
-    step is the one-process step up to summation order. Each scores its share of every snapshot's cells."""
-    plan, total_steps = manifest["snapshots"], manifest["training"]["total_steps"]
-    steps_per_epoch = manifest["training"]["steps_per_epoch"]
-    from transformers import get_cosine_schedule_with_warmup
-
-    started = time.time()
-    torch.manual_seed(config.seed)
-    model = load_model(model_path, "float32", device)
-    model.config.use_cache = False
-    scoring_model = ScoringModel(score_config)
-    sharded = config.fsdp and group.world > 1
-    if sharded:
-        scoring_model.keep_copy(model)
-        shard_model(model, device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay,
-                                  **({"fused": True} if config.optim == "adamw_torch_fused" else {}))
-    scheduler = get_cosine_schedule_with_warmup(optimizer, manifest["training"]["warmup_steps"], total_steps)
-    step = 0
-    state = _latest_train_state(store.root)
-    if state is not None:
-        step = _load_train_state(state, model, optimizer, scheduler)
-        log.info(f"resuming {store.root} at step {step} of {total_steps}")
-    saved_at = step if state is not None else None  # the same on every process, unlike what is on disk
-    snapshot_at: dict[int, list[int]] = {}
-    for k, s in enumerate(plan):
-        snapshot_at.setdefault(s["step"], []).append(k)
-    in_training = config.capture == "in-training"
-    # This epoch's loss of each example, taken as it is trained on; kept on the device, so that keeping it
-    # never waits for the GPU.
-    visits = torch.full((len(tokenized),), float("nan"), dtype=torch.float64, device=device)
-    n_tokens = torch.tensor([t.n_tokens for t in tokenized], dtype=torch.float64, device=device)
-    response_tokens = np.array([t.n_tokens for t in tokenized], dtype=np.int64)
-    # training: optimiser steps; capture: keeping visit losses; scoring: passes and writing columns;
-    # saving: resume state and checkpoints.
-    seconds = dict.fromkeys(("training", "capture", "scoring", "saving"), 0.0)
-    for k, s in enumerate(plan):
-        if s["step"] < step and store.missing_shards(k, manifest["n_shards"]):
-            raise InputError(f"snapshot {k} (step {s['step']}) is incomplete and its weights are gone; "
-                             "record into a new --out", store.root)
-    autocast = torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
-                              enabled=config.precision == "bf16-mixed")
-    with make_progress(disable=not show_progress) as progress:
-        def save_state() -> None:  # every process holds the same state (or its shard); the first one writes it
-            nonlocal saved_at
-            if saved_at == step:
-                return
-            clock = time.perf_counter()
-            gathered = full_state(model, optimizer) if sharded else None  # every process takes part
-            if group.is_main:
-                _save_train_state(store.root, step, model, optimizer, scheduler, gathered)
-            group.barrier()
-            saved_at = step
-            seconds["saving"] += time.perf_counter() - clock
-
-        def at_snapshot(k: int) -> None:
-            if plan[k].get("capture") == "visits":
-                # Cells first, then the state: a run resumed from this state never needs this epoch again.
-                clock = time.perf_counter()
-                if group.world > 1:  # each process saw its slice of every batch
-                    seen = group.all_reduce_sum((~visits.isnan()).double())
-                    total = group.all_reduce_sum(visits.nan_to_num(0.0))
-                    visits.copy_(torch.where(seen > 0, total, float("nan")))
-                if group.is_main:
-                    _write_visits(store, k, tokenized, visits.cpu().numpy(), score_config.shard_size)
-                visits.fill_(float("nan"))
-                group.barrier()
-                seconds["scoring"] += time.perf_counter() - clock
-                if config.resume_state:
-                    save_state()
-                return
-            if config.resume_state and k > 0 and store.missing_shards(k, manifest["n_shards"]):
-                save_state()
-            clock = time.perf_counter()
-            score_snapshot(model, tokenized, store, k, score_config, progress, group, scoring_model)
-            group.barrier()  # every cell of this snapshot is written before anyone looks for missing ones
-            seconds["scoring"] += time.perf_counter() - clock
-            if config.keep_checkpoints:
-                clock = time.perf_counter()
-                weights = full_state(model)[0] if sharded else None  # every process takes part
-                if group.is_main:
-                    _save_checkpoint(store.root, k, plan[k], model, tok, weights)
-                seconds["saving"] += time.perf_counter() - clock
-
-        for k in snapshot_at.get(step, []):
-            at_snapshot(k)
-        train_task = progress.add_task("training", total=total_steps, completed=step, info="")
-        model.train()
-        order, order_epoch = None, None
-        while step < total_steps:
-            clock = time.perf_counter()
-            epoch, within = divmod(step, steps_per_epoch)
-            if epoch != order_epoch:  # drawn once per epoch (a pool of millions takes a while to shuffle)
-                order, order_epoch = np.random.default_rng([config.seed, epoch]).permutation(trainable), epoch
-            members = order[within * config.batch_size:(within + 1) * config.batch_size]
-            idle = False
-            if group.world > 1:
-                batch_tokens = int(response_tokens[members].sum())
-                whole_batch, members = members, members[group.rank::group.world]
-                # A last batch smaller than the number of processes: under FSDP every process still takes
-                # part in each layer's gathering, so an idle one runs an example it then weighs 0.
-                idle = len(members) == 0
-                if idle and sharded:
-                    members = whole_batch[:1]
-            if len(members):
-                input_ids, attention, loss_mask = pad_batch([tokenized[i] for i in members], device)
-                with autocast:
-                    token_ce, rows = token_losses(model, input_ids, attention, loss_mask)
-            else:  # an idle process (see above)
-                token_ce, rows = torch.zeros(0, device=device), torch.zeros(0, dtype=torch.long, device=device)
-            if group.world == 1:
-                loss = token_ce.mean()  # mean over the batch's response tokens, as transformers' loss
-            else:
-                loss = token_ce.sum() / batch_tokens * (0.0 if idle else 1.0)  # this process's share of that mean
-                if sharded:  # FSDP averages the gradients over processes; a share times their number sums
-                    loss = loss * group.world
-            if in_training and not idle:  # each example's mean response-token loss, from this very forward pass
-                capture_clock = time.perf_counter()
-                where = torch.from_numpy(members).to(device)
-                sums = torch.zeros(len(members), dtype=torch.float64, device=token_ce.device)
-                sums.index_add_(0, rows, token_ce.detach().double())
-                visits[where] = sums / n_tokens[where]
-                seconds["capture"] += time.perf_counter() - capture_clock
-                clock += time.perf_counter() - capture_clock  # not counted as training
-            if loss.requires_grad:
-                loss.backward()
-            if group.world > 1:
-                if not sharded:  # (FSDP reduces its gradients itself)
-                    _sum_gradients(model, group)
-                loss = group.all_reduce_sum(loss.detach().clone()) / (group.world if sharded else 1)
-            if config.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
+    def run(self, progress) -> dict:
+        """Train to the end, taking every snapshot; returns where this process's time went, in seconds."""
+        self.resume()
+        tuning, started = self.tuning, time.time()
+        snapshot_at: dict[int, list[int]] = {}
+        for k, s in enumerate(self.plan):
+            snapshot_at.setdefault(s["step"], []).append(k)
+        for k in snapshot_at.get(tuning.step, []):
+            self.take_snapshot(k, progress)
+        train_task = progress.add_task("training", total=tuning.total_steps, completed=tuning.step, info="")
+        self.model.train()
+        capture = self.keep_visits if self.config.capture == "in-training" else None
+        while tuning.step < tuning.total_steps:
+            clock, capture_before = time.perf_counter(), self.seconds["capture"]
+            epoch = tuning.epoch
+            loss = tuning.train_step(capture)
             fault_point("training step")
-            progress.update(train_task, completed=step, info=f"epoch {epoch + 1} loss {loss.item():.3f}")
-            seconds["training"] += time.perf_counter() - clock
-            for k in snapshot_at.get(step, []):
-                at_snapshot(k)
-                if progress.disable and group.is_main:  # no live bars (not a terminal): a line per snapshot
-                    log.info(f"step {step}/{total_steps}: snapshot {k} ({plan[k]['label']}) written "
-                             f"({time.time() - started:.0f}s)")
-    return {name: round(value, 3) for name, value in seconds.items()}
+            progress.update(train_task, completed=tuning.step, info=f"epoch {epoch + 1} loss {loss.item():.3f}")
+            self.seconds["training"] += time.perf_counter() - clock - (self.seconds["capture"] - capture_before)
+            for k in snapshot_at.get(tuning.step, []):
+                self.take_snapshot(k, progress)
+                if progress.disable and self.group.is_main:  # no live bars (not a terminal): a line per snapshot
+                    log.info(f"step {tuning.step}/{tuning.total_steps}: snapshot {k} ({self.plan[k]['label']}) "
+                             f"written ({time.time() - started:.0f}s)")
+        return {name: round(value, 3) for name, value in self.seconds.items()}
+
+    def resume(self) -> None:
+        """Continue from the latest training state, if a killed run left one."""
+        state = latest_state(self.store.root)
+        if state is not None:
+            self.tuning.load_state(state)
+            self.saved_at = self.tuning.step
+            log.info(f"resuming {self.store.root} at step {self.tuning.step} of {self.tuning.total_steps}")
+        for k, s in enumerate(self.plan):
+            if s["step"] < self.tuning.step and self.store.missing_shards(k, self.manifest["n_shards"]):
+                raise InputError(f"snapshot {k} (step {s['step']}) is incomplete and its weights are gone; "
+                                 "record into a new --out", self.store.root)
+
+    def take_snapshot(self, k: int, progress) -> None:
+        if self.plan[k].get("capture") == "visits":
+            self.write_visits(k)
+            return
+        if self.config.resume_state and k > 0 and self.store.missing_shards(k, self.manifest["n_shards"]):
+            self.save_state()
+        clock = time.perf_counter()
+        score_snapshot(self.model, self.tokenized, self.store, k, self.score_config, progress, self.group,
+                       self.scoring_model)
+        self.group.barrier()  # every cell of this snapshot is written before anyone looks for missing ones
+        self.seconds["scoring"] += time.perf_counter() - clock
+        if self.config.keep_checkpoints:
+            clock = time.perf_counter()
+            weights = full_state(self.model)[0] if self.sharded else None  # every process takes part
+            if self.group.is_main:
+                _save_checkpoint(self.store.root, k, self.plan[k], self.model, self.tokenizer, weights)
+            self.seconds["saving"] += time.perf_counter() - clock
+
+    def keep_visits(self, members: np.ndarray, token_ce: torch.Tensor, rows: torch.Tensor) -> None:
+        """In-training capture: each example's mean response-token loss, from this very forward pass."""
+        clock = time.perf_counter()
+        where = torch.from_numpy(self.trainable[members]).to(self.device)
+        sums = torch.zeros(len(members), dtype=torch.float64, device=token_ce.device)
+        sums.index_add_(0, rows, token_ce.double())
+        self.visits[where] = sums / self.n_tokens[where]
+        self.seconds["capture"] += time.perf_counter() - clock
+
+    def write_visits(self, k: int) -> None:
+        """An in-training column: cells first, then the state, so a run resumed from this state never needs
+        this epoch again."""
+        clock, group, visits = time.perf_counter(), self.group, self.visits
+        if group.world > 1:  # each process saw its slice of every batch
+            seen = group.all_reduce_sum((~visits.isnan()).double())
+            total = group.all_reduce_sum(visits.nan_to_num(0.0))
+            visits.copy_(torch.where(seen > 0, total, float("nan")))
+        if group.is_main:
+            _write_visits(self.store, k, self.tokenized, visits.cpu().numpy(), self.score_config.shard_size)
+        visits.fill_(float("nan"))
+        group.barrier()
+        self.seconds["scoring"] += time.perf_counter() - clock
+        if self.config.resume_state:
+            self.save_state()
+
+    def save_state(self) -> None:
+        """Every process holds the same state (or its shard); the first one writes it."""
+        if self.saved_at == self.tuning.step:
+            return
+        clock = time.perf_counter()
+        gathered = full_state(self.model, self.tuning.optimizer) if self.sharded else None  # all take part
+        if self.group.is_main:
+            self.tuning.save_state(self.store.root, gathered)
+        self.group.barrier()
+        self.saved_at = self.tuning.step
+        self.seconds["saving"] += time.perf_counter() - clock
+
+
+def _record_manifest(pool: Pool, tokenized, n_trainable: int, proxy: str, model_path: str, tokenizer_name: str,
+                     config: RecordConfig, data_config: DataConfig, score_config: ScoreConfig) -> dict:
+    """What identifies a proxy run (a resumed run must match it), with its snapshot plan."""
+    steps_per_epoch, total_steps, warmup_steps = step_counts(n_trainable, config)
+    if config.capture == "in-training":
+        plan = in_training_plan(steps_per_epoch, config.epochs)
+    else:
+        plan = snapshot_plan(total_steps, steps_per_epoch, config.snapshots, config.epoch_snapshots)
+    training = {**asdict(config), "optimizer": "AdamW", "schedule": "cosine", "steps_per_epoch": steps_per_epoch,
+                "total_steps": total_steps, "warmup_steps": warmup_steps, "trained_examples": n_trainable}
+    # Neither changes the numbers, so a resumed run may set them otherwise.
+    for setting in ("keep_checkpoints", "resume_state"):
+        training.pop(setting)
+    if not config.fsdp:  # so that stores recorded before the option still resume
+        training.pop("fsdp")
+    if config.optim == "adamw_torch":  # (the same: what those stores used)
+        training.pop("optim")
+    if config.capture == "snapshots":
+        training.pop("capture")  # so that stores recorded before the option still resume
+    else:
+        for setting in ("snapshots", "epoch_snapshots"):  # not used by this capture
+            training.pop(setting)
+    manifest = base_manifest("record", pool, tokenized, data_config, score_config, tokenizer_name)
+    manifest.update({"model": proxy, "model_path": model_path, "model_revision": revision(model_path),
+                     "training": training, "snapshots": plan})
+    return manifest
 
 
 def record(data: str | Path, proxy: str, out: str | Path, config: RecordConfig | None = None,
@@ -475,35 +422,9 @@ def record(data: str | Path, proxy: str, out: str | Path, config: RecordConfig |
     if len(trainable) == 0:
         raise InputError("no example has a response token left to train on", data)
 
-    steps_per_epoch = math.ceil(len(trainable) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    if config.capture == "in-training":
-        plan = in_training_plan(steps_per_epoch, config.epochs)
-    else:
-        plan = snapshot_plan(total_steps, steps_per_epoch, config.snapshots, config.epoch_snapshots)
-    manifest = base_manifest("record", pool, tokenized, data_config, score_config, tokenizer or proxy)
-    manifest.update({
-        "model": proxy,
-        "model_path": model_path,
-        "model_revision": revision(model_path),
-        "training": {**asdict(config), "optimizer": "AdamW", "schedule": "cosine",
-                     "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
-                     "warmup_steps": math.ceil(config.warmup_ratio * total_steps),
-                     "trained_examples": int(len(trainable))},
-        "snapshots": plan,
-    })
-    # Neither changes the numbers, so a resumed run may set them otherwise.
-    for setting in ("keep_checkpoints", "resume_state"):
-        manifest["training"].pop(setting)
-    if not config.fsdp:  # so that stores recorded before the option still resume
-        manifest["training"].pop("fsdp")
-    if config.optim == "adamw_torch":  # (the same: what those stores used)
-        manifest["training"].pop("optim")
-    if config.capture == "snapshots":
-        manifest["training"].pop("capture")  # so that stores recorded before the option still resume
-    else:
-        for setting in ("snapshots", "epoch_snapshots"):  # not used by this capture
-            manifest["training"].pop(setting)
+    manifest = _record_manifest(pool, tokenized, len(trainable), proxy, model_path, tokenizer or proxy, config,
+                                data_config, score_config)
+    plan = manifest["snapshots"]
     # Disk, known up front: the resume state (weights and two AdamW moments, old and new copies briefly),
     # kept checkpoints, and the cells.
     weights = folder_bytes(model_path, "*.safetensors")
@@ -519,8 +440,9 @@ def record(data: str | Path, proxy: str, out: str | Path, config: RecordConfig |
             return store
 
         started = time.time()
-        seconds = _train_and_score(store, manifest, model_path, tok, tokenized, trainable, config, score_config,
-                                   device, show_progress and group.is_main, group)
+        with make_progress(disable=not show_progress or not group.is_main) as progress:
+            run = ProxyRun(store, manifest, model_path, tok, tokenized, trainable, config, score_config, device, group)
+            seconds = run.run(progress)
         group.barrier()
         if group.is_main:
             for leftover in store.root.glob("train_state-*"):
