@@ -320,7 +320,7 @@ def test_format_forcing(tmp_path):
     assert str(e.value).startswith(f"{mi}:1: field 'messages' must be a non-empty list")
     with pytest.raises(InputError, match="unknown format 'sharegpt'") as e:
         load_pool(mi, format="sharegpt")
-    assert e.value.path == "--format"
+    assert e.value.parameter == "format" and e.value.path is None
 
 
 # -- ids and duplicates -----------------------------------------------------------------------------------

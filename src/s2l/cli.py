@@ -65,9 +65,9 @@ STORAGE_EXIT_CODE = 3  # the disk is full or not writable (bad input is 2)
 
 def _flag_of(parameter: str | None) -> str | None:
     """The running command's flag for a library parameter name (`learning_rate` → `--learning-rate`)."""
-    import click
+    from typer.main import get_current_context  # (Typer carries its own click)
 
-    context = click.get_current_context(silent=True)
+    context = get_current_context(silent=True)
     if parameter is None or context is None:
         return None
     for option in context.command.params:

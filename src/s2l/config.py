@@ -136,7 +136,7 @@ class OptimizationConfig(Settings):
     AdamW, 3 epochs, learning rate 2e-5, cosine schedule with 3% warm-up."""
 
     epochs: int = setting(3, "Passes over the data.", minimum=1)
-    learning_rate: float = setting(2e-5, "Peak learning rate (AdamW).", flags=("--learning-rate", "--lr"), minimum=0)
+    learning_rate: float = setting(2e-5, "Peak learning rate (AdamW).", flags=("--learning-rate", "--lr"))
     batch_size: int = setting(8, "Examples per micro-batch.", minimum=1)
     warmup_ratio: float = setting(0.03, "Share of all optimizer steps spent warming up, rounded up.", minimum=0,
                                   below=1)

@@ -220,7 +220,7 @@ def torch_dtype(name: str):
     table = {"float32": torch.float32, "fp32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
              "fp16": torch.float16, "float16": torch.float16}
     if name not in table:
-        raise InputError(f"unknown dtype {name!r}; choose float32 or bf16", "--dtype")
+        raise InputError(f"unknown dtype {name!r}; choose float32 or bf16", parameter="dtype")
     return table[name]
 
 

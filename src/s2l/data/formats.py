@@ -52,11 +52,11 @@ class PromptTemplate:
         if "{" not in value and Path(value).is_file():
             text = Path(value).read_text(encoding="utf-8")
         if "{instruction}" not in text:
-            raise InputError(f"a prompt template must contain {{instruction}}; got {value!r}", "--template")
+            raise InputError(f"a prompt template must contain {{instruction}}; got {value!r}", parameter="template")
         try:
             text.format_map({"instruction": "", "input": ""})
         except (KeyError, ValueError, IndexError) as e:
-            raise InputError(f"template {value!r} has a placeholder other than {{instruction}} and {{input}} ({e})", "--template") from None
+            raise InputError(f"template {value!r} has a placeholder other than {{instruction}} and {{input}} ({e})", parameter="template") from None
         without = text if "{input}" not in text else text.replace("{input}", "").rstrip()
         return cls("custom", text, without)
 
@@ -143,14 +143,14 @@ def to_example(path: Path, record: Record, fmt: str, example_id: str, template: 
         response_key = "response" if "response" in record.data else "completion"
         prompt = template.render(_text_field(path, record, "prompt"))
         return Example(**common, prompt=prompt, response=_text_field(path, record, response_key))
-    raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}", "--format")
+    raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}", parameter="format")
 
 
 def resolve_format(path: Path, records: list[Record], fmt: str) -> str:
     """The format to read all records with: forced, or detected from the first record."""
     if fmt != "auto":
         if fmt not in FORMATS:
-            raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)} or auto", "--format")
+            raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)} or auto", parameter="format")
         return fmt
     detected = detect_format(records[0])
     if detected is None:

@@ -482,7 +482,7 @@ class ScoreJob:
 def prepare_score(data: str | Path, checkpoints: Sequence[str], data_config: DataConfig, score_config: ScoreConfig,
                   tokenizer: str | None = None) -> ScoreJob:
     if not checkpoints:
-        raise InputError("give at least one --checkpoint", "--checkpoint")
+        raise InputError("give at least one checkpoint", parameter="checkpoint")
     paths = [resolve(c) for c in checkpoints]
     metas = [_checkpoint_meta(Path(p)) for p in paths]
     # Step order: a shell glob puts checkpoint-1000 before checkpoint-500. Folders without a step keep
