@@ -408,7 +408,7 @@ def train(
 ):
     """Fine-tune the target on a subset, with the same tokenisation and loss masking as `record`.
 
-    Defaults follow the papers: 3 epochs, lr 2e-5, cosine schedule, 3% warm-up.
+    Defaults follow the papers (each option shows its own).
 
     [bold]Examples[/]:
       s2l train --data sel/s2l-10/selected.jsonl --model gemma-3-270m --out runs/gemma-s2l-10

@@ -204,8 +204,8 @@ class Completion:
 
 
 @torch.inference_mode()
-def generate_completions(model, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int = 256,
-                         batch_size: int = 16, on_batch: Callable[[int], None] | None = None) -> list[Completion]:
+def generate_completions(model, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int = EvalConfig.max_new_tokens,
+                         batch_size: int = EvalConfig.batch_size, on_batch: Callable[[int], None] | None = None) -> list[Completion]:
     """Greedy completions of tokenised prompts, batched with left padding, returned in input order."""
     was_training = model.training
     model.eval()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from s2l.config import DataConfig
 from s2l.data.formats import Example
 from s2l.errors import InputError
 
@@ -95,7 +96,7 @@ def chat_spans(tokenizer, messages: tuple[tuple[str, str], ...], path: str = "ch
     return full, spans
 
 
-def tokenize_examples(tokenizer, examples: list[Example], max_length: int = 512) -> list[TokenizedExample]:
+def tokenize_examples(tokenizer, examples: list[Example], max_length: int = DataConfig.max_length) -> list[TokenizedExample]:
     _check_tokenizer(tokenizer)
     out: list[TokenizedExample | None] = [None] * len(examples)
     text_positions = [i for i, e in enumerate(examples) if not e.is_chat]

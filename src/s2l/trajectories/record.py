@@ -1,7 +1,7 @@
 """Fill a trajectory store: fine-tune the proxy and score the pool at snapshots (`record`), or score
 checkpoints a user already has (`score`).
 
-`record` follows the papers: AdamW, cosine schedule with 3% warm-up, learning rate 2e-5, 3 epochs.
+`record` follows the papers (the defaults of `s2l.config.RecordConfig`; the loop is `s2l.fine_tuning`).
 The untrained base model is snapshot 0; T more snapshots are spread evenly over the run, and by
 default every epoch end is one too (learning percentage needs the losses after epoch 1 and after the
 last epoch). Scoring runs inside the training process on the live weights, so no weights need be

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from s2l.config import ScoreConfig
 from s2l.data.tokenize import TokenizedExample
 from s2l.distributed import is_sharded
 
@@ -88,8 +89,8 @@ def token_losses(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, l
 def score_examples(
     model,
     examples: Sequence[TokenizedExample],
-    max_batch_tokens: int = 4096,
-    max_batch_size: int = 64,
+    max_batch_tokens: int = ScoreConfig.max_batch_tokens,
+    max_batch_size: int = ScoreConfig.max_batch_size,
     on_batch: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean response-token cross-entropy of every example (NaN where it has no loss-carrying token),
