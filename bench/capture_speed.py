@@ -96,7 +96,8 @@ def selection_agreement(store_a, store_b, clusters: int) -> dict:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    from s2l.trajectories.record import RecordConfig, ScoreConfig, record
+    from s2l.config import RecordConfig, ScoreConfig
+    from s2l.trajectories.record import record
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="s2l-capture-"))
     work.mkdir(parents=True, exist_ok=True)

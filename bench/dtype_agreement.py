@@ -48,7 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    from s2l.trajectories.record import RecordConfig, ScoreConfig, record, score
+    from s2l.config import RecordConfig, ScoreConfig
+    from s2l.trajectories.record import record, score
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="s2l-dtype-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -271,7 +271,8 @@ def main(argv=None) -> int:
     bf16_model = copy.deepcopy(model).to(torch.bfloat16)
     compiled_model = None
     if args.compile:
-        from s2l.trajectories.record import ScoreConfig, ScoringModel
+        from s2l.config import ScoreConfig
+        from s2l.trajectories.record import ScoringModel
         compiled_model = ScoringModel(ScoreConfig(dtype="bf16", compile=True)).weights_of(model)
 
     n_ex, n_ref = len(examples), len(reference_set)

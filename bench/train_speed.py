@@ -126,7 +126,8 @@ def s2l_train(model_path: str, subset: Path, args, work: Path) -> float:
 
 
 def record_loop(model_path: str, subset: Path, args, work: Path, round_: int) -> float:
-    from s2l.trajectories.record import RecordConfig, ScoreConfig, record
+    from s2l.config import RecordConfig, ScoreConfig
+    from s2l.trajectories.record import record
 
     store = record(subset, model_path, work / f"record-{round_}",
                    RecordConfig(epochs=1, batch_size=args.batch_size, learning_rate=args.lr, capture="in-training",
