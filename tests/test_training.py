@@ -79,8 +79,8 @@ def test_a_step_minimises_the_response_loss_and_accumulation_is_one_batch(tiny_m
     one = FineTuning(load(tiny_model_dir), examples, config, "cpu")
     assert one.micro_batches(0)[0].tolist() == np.random.default_rng([0, 0]).permutation(6).tolist()
     assert one.train_step().item() == pytest.approx(ours.item(), abs=1e-6)
-    halves = TrainConfig(epochs=1, batch_size=3, learning_rate=1e-3, precision="float32")
-    two = FineTuning(load(tiny_model_dir), examples, halves, "cpu", accumulation=2)
+    halves = TrainConfig(epochs=1, batch_size=6, micro_batch_size=3, learning_rate=1e-3, precision="float32")
+    two = FineTuning(load(tiny_model_dir), examples, halves, "cpu")
     assert [len(m) for m in two.micro_batches(0)] == [3, 3] and two.total_steps == 1
     assert two.train_step().item() == pytest.approx(ours.item(), abs=1e-6)
     for (name, a), b in zip(one.model.named_parameters(), two.model.parameters()):
@@ -106,13 +106,19 @@ def test_same_inputs_give_the_same_weights(trained, tiny_model_dir, math_pool, t
 
 def test_gradient_accumulation_is_one_larger_batch(trained, tiny_model_dir, math_pool, tmp_path):
     """Two micro-batches of 4 per step: the loss is the mean over all their response tokens, as for
-    the batch of 8 they make, so the weights come out the same."""
-    config = TrainConfig(**{**FAST, "batch_size": 4, "gradient_accumulation": 2})
+    the batch of 8 they make, so the weights come out the same; a micro-batch that does not divide the
+    batch (3: micro-batches of 3, 3, 2) too."""
+    config = TrainConfig(**{**FAST, "micro_batch_size": 4})
     out = train(math_pool, str(tiny_model_dir), tmp_path / "accumulated", config, show_progress=False)
     assert json.loads((out / MANIFEST).read_text())["steps"] == 10
     first, second = load(trained).state_dict(), load(out).state_dict()
     for name in first:
         torch.testing.assert_close(first[name], second[name], rtol=0, atol=1e-5, msg=name)
+    uneven = train(math_pool, str(tiny_model_dir), tmp_path / "uneven", TrainConfig(**{**FAST, "micro_batch_size": 3}),
+                   show_progress=False)
+    third = load(uneven).state_dict()
+    for name in first:
+        torch.testing.assert_close(first[name], third[name], rtol=0, atol=1e-5, msg=name)
 
 
 def test_out_is_refused_unless_finished_or_overwrite(trained, tiny_model_dir, math_pool, tmp_path):
@@ -197,3 +203,13 @@ def test_interrupted_train_resumes_to_the_same_weights(trained, tiny_model_dir, 
     log = [json.loads(line) for line in (out / MANIFEST.replace(".json", "_log.jsonl")).read_text().splitlines()]
     assert [entry["step"] for entry in log] == list(range(1, 11))
     assert manifest["epoch_mean_loss"] == json.loads((trained / MANIFEST).read_text())["epoch_mean_loss"]
+
+
+def test_a_pool_too_small_for_the_batch_is_told_so_with_a_batch_that_fits():
+    from s2l.fine_tuning import few_steps_note
+
+    note = few_steps_note(96, TrainConfig())  # the papers' 128: 1 step an epoch
+    assert note.startswith("96 examples in batches of 128 give only 3 optimizer step(s) over 3 epoch(s)")
+    assert "--batch-size 4 would give 72" in note
+    assert few_steps_note(96, TrainConfig(batch_size=4)) is None
+    assert few_steps_note(262_040, TrainConfig()) is None  # MathInstruct: 6,141 steps

@@ -137,7 +137,11 @@ class OptimizationConfig(Settings):
 
     epochs: int = setting(3, "Passes over the data.", minimum=1)
     learning_rate: float = setting(2e-5, "Peak learning rate (AdamW).", flags=("--learning-rate", "--lr"))
-    batch_size: int = setting(8, "Examples per micro-batch.", minimum=1)
+    # The S2L reference: 4 per device x 8 accumulation x 4 GPUs; the LP reference's README the same.
+    batch_size: int = setting(128, "Examples per optimizer step (the papers' effective batch).", minimum=1)
+    micro_batch_size: int = setting(8, "Examples per forward pass: a step's batch is split into micro-batches of "
+                                    "this size and their gradients summed (it bounds memory; the step is the same "
+                                    "up to rounding).", minimum=1)
     warmup_ratio: float = setting(0.03, "Share of all optimizer steps spent warming up, rounded up.", minimum=0,
                                   below=1)
     weight_decay: float = setting(0.0, "AdamW's decoupled weight decay.", minimum=0)
@@ -177,8 +181,6 @@ class RecordConfig(OptimizationConfig):
 class TrainConfig(OptimizationConfig):
     """The target's fine-tuning on a (selected) subset, with record's tokenisation and loss."""
 
-    gradient_accumulation: int = setting(1, "Micro-batches per optimizer step; the loss is the mean over all "
-                                         "their response tokens.", minimum=1)
     lr_scheduler: str = setting("cosine", "Any transformers scheduler name: linear, cosine, "
                                 "constant_with_warmup, ...")
     lora: bool = setting(False, "Train LoRA adapters (PEFT) instead of all weights (a learning rate like 2e-4 "

@@ -5,8 +5,8 @@ those settings. Here they become one `FineTuning`: the model, its optimizer and 
 the run has reached. Its pieces:
 
 - batch order: epoch e visits the examples in `default_rng([seed, e]).permutation(n)`, cut into
-  micro-batches of `batch_size`; `accumulation` micro-batches make an optimizer step (the last step of an
-  epoch may have fewer);
+  optimizer steps of `batch_size` (the last of an epoch may have fewer), each split into micro-batches of
+  `micro_batch_size` whose gradients add up;
 - loss: `token_losses` (the vocabulary projection and cross-entropy only at response positions), averaged
   over every response token of the step, so accumulated micro-batches and processes give the one-batch
   loss up to summation order;
@@ -37,12 +37,27 @@ from s2l.trajectories.scoring import pad_batch, token_losses
 NO_DECAY = ("bias", "norm")
 
 
-def step_counts(n_examples: int, config: OptimizationConfig, accumulation: int = 1) -> tuple[int, int, int]:
+def step_counts(n_examples: int, config: OptimizationConfig) -> tuple[int, int, int]:
     """(optimizer steps per epoch, steps in all, warm-up steps) for `n_examples`."""
-    batches = math.ceil(n_examples / config.batch_size)
-    per_epoch = math.ceil(batches / accumulation)
+    per_epoch = math.ceil(n_examples / config.batch_size)
     total = per_epoch * config.epochs
     return per_epoch, total, math.ceil(config.warmup_ratio * total)
+
+
+FEW_STEPS = 50  # below this many optimizer steps in all, a run hardly follows a schedule: say so
+
+
+def few_steps_note(n_examples: int, config: OptimizationConfig) -> str | None:
+    """A note when `n_examples` in batches of `batch_size` give fewer than FEW_STEPS optimizer steps, with the
+    largest power-of-two batch that would give enough; None otherwise."""
+    _, total, _ = step_counts(n_examples, config)
+    if total >= FEW_STEPS:
+        return None
+    enough = [b for b in (2 ** k for k in range(16)) if math.ceil(n_examples / b) * config.epochs >= FEW_STEPS]
+    suggestion = f"; --batch-size {max(enough)} would give {math.ceil(n_examples / max(enough)) * config.epochs}" \
+        if enough and max(enough) < config.batch_size else ""
+    return (f"{n_examples} examples in batches of {config.batch_size} give only {total} optimizer step(s) over "
+            f"{config.epochs} epoch(s){suggestion} (the papers' batch of 128 is meant for pools of many thousands)")
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -90,13 +105,12 @@ class FineTuning:
     """A model, its AdamW and schedule, and the optimizer step a run over `examples` has reached."""
 
     def __init__(self, model: torch.nn.Module, examples: Sequence[TokenizedExample], config: OptimizationConfig,
-                 device: str, accumulation: int = 1, schedule: str = "cosine", group: ProcessGroup = ProcessGroup(),
-                 sharded: bool = False):
+                 device: str, schedule: str = "cosine", group: ProcessGroup = ProcessGroup(), sharded: bool = False):
         from transformers import get_scheduler
 
         self.model, self.examples, self.config, self.device = model, examples, config, device
-        self.accumulation, self.group, self.sharded = accumulation, group, sharded
-        self.steps_per_epoch, self.total_steps, self.warmup_steps = step_counts(len(examples), config, accumulation)
+        self.group, self.sharded = group, sharded
+        self.steps_per_epoch, self.total_steps, self.warmup_steps = step_counts(len(examples), config)
         self.optimizer = make_optimizer(model, config)
         self.scheduler = get_scheduler(schedule, self.optimizer, self.warmup_steps, self.total_steps)
         self.step = 0
@@ -115,10 +129,9 @@ class FineTuning:
         epoch, within = divmod(step, self.steps_per_epoch)
         if self._order is None or self._order[0] != epoch:  # drawn once per epoch (millions take a while)
             self._order = (epoch, epoch_order(self.config.seed, epoch, len(self.examples)))
-        order, size = self._order[1], self.config.batch_size
-        first = within * self.accumulation
-        last = min(first + self.accumulation, math.ceil(len(self.examples) / size))
-        return [order[b * size:(b + 1) * size] for b in range(first, last)]
+        batch = self._order[1][within * self.config.batch_size:(within + 1) * self.config.batch_size]
+        size = self.config.micro_batch_size
+        return [batch[start:start + size] for start in range(0, len(batch), size)]
 
     def train_step(self, on_forward: OnForward | None = None) -> torch.Tensor:
         """One optimizer step; returns its loss (detached, on the device: reading it waits for the device)."""

@@ -30,7 +30,7 @@ from s2l.config import TrainConfig
 from s2l.data import prepare_pool
 from s2l.errors import InputError
 from s2l.fileio import building_directory, fault_point, write_bytes_atomic, write_json_atomic
-from s2l.fine_tuning import FineTuning, latest_state
+from s2l.fine_tuning import FineTuning, few_steps_note, latest_state
 from s2l.models import default_device, load_model, load_tokenizer, resolve, revision
 from s2l.progress import make_progress
 
@@ -126,6 +126,8 @@ def train(data: str | Path, model: str, out: str | Path, config: TrainConfig | N
     tok = load_tokenizer(model_path, tokenizer)
     pool, tokenized = prepare_pool(data, tok, config.data)
     trainable, excluded = _trainable(data, pool, tokenized, config.data.max_length)
+    if note := few_steps_note(len(trainable), config):
+        log.warning(note)
 
     job = {"dataset_fingerprint": pool.fingerprint, "model": str(model), "model_revision": revision(model_path),
            "tokenizer": str(tokenizer or model),
@@ -149,8 +151,7 @@ def train(data: str | Path, model: str, out: str | Path, config: TrainConfig | N
         net.config.use_cache = False  # no KV cache while training
         if config.lora:
             net = _add_lora(net, config)
-        tuning = FineTuning(net, trainable, config, device, accumulation=config.gradient_accumulation,
-                            schedule=config.lr_scheduler)
+        tuning = FineTuning(net, trainable, config, device, schedule=config.lr_scheduler)
         history = _fit(tuning, tmp, resume_from, show_progress)
         saved = _save_model(tuning.model, tok, tmp, config, use_cache)
         for leftover in [tmp / JOB, *tmp.glob("train_state-*")]:

@@ -31,7 +31,7 @@ from s2l.config import DataConfig, RecordConfig, ScoreConfig
 from s2l.data import Pool, TokenizedExample, prepare_pool
 from s2l.distributed import ProcessGroup, full_state, is_sharded, join, shard_model
 from s2l.errors import InputError
-from s2l.fine_tuning import FineTuning, latest_state, step_counts
+from s2l.fine_tuning import FineTuning, few_steps_note, latest_state, step_counts
 from s2l.fileio import check_writable, directory_lock, fault_point, folder_bytes, is_url, write_json_atomic
 from s2l.models import default_device, load_model, load_tokenizer, resolve, revision, torch_dtype
 from s2l.progress import make_progress
@@ -390,6 +390,8 @@ def _record_manifest(pool: Pool, tokenized, n_trainable: int, proxy: str, model_
     # Neither changes the numbers, so a resumed run may set them otherwise.
     for setting in ("keep_checkpoints", "resume_state"):
         training.pop(setting)
+    if config.micro_batch_size >= config.batch_size:  # one forward pass a step, as stores recorded before it
+        training.pop("micro_batch_size")
     if not config.fsdp:  # so that stores recorded before the option still resume
         training.pop("fsdp")
     if config.optim == "adamw_torch":  # (the same: what those stores used)
@@ -424,6 +426,8 @@ def record(data: str | Path, proxy: str, out: str | Path, config: RecordConfig |
 
     manifest = _record_manifest(pool, tokenized, len(trainable), proxy, model_path, tokenizer or proxy, config,
                                 data_config, score_config)
+    if (note := few_steps_note(len(trainable), config)) and group.is_main:
+        log.warning(note)
     plan = manifest["snapshots"]
     # Disk, known up front: the resume state (weights and two AdamW moments, old and new copies briefly),
     # kept checkpoints, and the cells.
