@@ -19,7 +19,7 @@ from s2l.cli import app
 from s2l.errors import InputError
 from s2l.experiment import ExperimentConfig
 
-from conftest import make_pool
+from helpers import make_pool
 
 runner = CliRunner()
 

@@ -22,7 +22,7 @@ from s2l.trajectories import TrajectoryStore
 from s2l.trajectories.record import DataConfig, RecordConfig, ScoreConfig, record, score
 from s2l.trajectories.scoring import score_examples
 
-from conftest import FAST
+from helpers import FAST
 
 runner = CliRunner()
 
