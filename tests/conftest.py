@@ -9,6 +9,18 @@ import pytest
 
 from helpers import FAST, make_pool
 
+# A test that needs one of these (directly or through a fixture built on them) runs a model: marked `model`.
+MODEL_FIXTURES = {"smollm2_dir", "tiny_model_dir"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark `model` every test whose fixtures include a model, and every slow one: `make test-fast`
+    (pytest -m "not model") runs the rest."""
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.model)
+
+
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     from s2l.models import prepare
