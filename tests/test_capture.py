@@ -10,7 +10,7 @@ from s2l.errors import InputError
 from s2l.selection.lp import epoch_columns, learning_percentage
 from s2l.trajectories.record import RecordConfig, ScoreConfig, record
 
-from conftest import FAST
+from helpers import FAST
 
 
 @pytest.fixture(scope="module")

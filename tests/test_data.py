@@ -517,12 +517,10 @@ def test_check_data_cli_keeps_a_long_path_on_one_line(tmp_path):
 
 # -- tokenisation with the prompt masked (the real SmolLM2 tokenizer) ---------------------------------------
 @pytest.fixture(scope="module")
-def tokenizer():
+def tokenizer(smollm2_dir):
     from transformers import AutoTokenizer
 
-    from s2l.models import prepare
-
-    return AutoTokenizer.from_pretrained(prepare("smollm2-135m-instruct"))
+    return AutoTokenizer.from_pretrained(smollm2_dir)
 
 
 def text_example(prompt: str, response: str, example_id: str = "x") -> Example:

@@ -11,7 +11,7 @@ import numpy as np
 
 from s2l.trajectories import TrajectoryStore
 
-from conftest import FAST
+from helpers import FAST
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "s2l.cli"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # two processes on a small machine

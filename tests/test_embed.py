@@ -133,15 +133,28 @@ def test_embedding_texts_chat(tmp_path):
     assert embedding_texts(pool) == ["Hello\nWhat is 3*3?", "Ping"]
 
 
-def test_embeddings_are_cached_by_model_and_texts(tmp_path, monkeypatch):
+def test_embeddings_are_cached_by_model_and_texts(packaged, tmp_path, monkeypatch):
     from s2l.selection.embed import cached_embed_texts
 
     monkeypatch.setenv("S2L_CACHE", str(tmp_path))
+    embedded = []  # the texts of every call that really embeds
+    real_embed_texts = embed.embed_texts
+
+    def counting_embed_texts(texts, **kwargs):
+        embedded.append(list(texts))
+        return real_embed_texts(texts, **kwargs)
+
+    monkeypatch.setattr(embed, "embed_texts", counting_embed_texts)
     texts = ["What is 2 + 3?", "Solve x + 1 = 4."]
     first = cached_embed_texts(texts, progress=False)
     files = list((tmp_path / "embeddings").glob("*.npy"))
-    assert len(files) == 1
+    assert len(files) == 1 and embedded == [texts]
     np.testing.assert_array_equal(np.load(files[0]), first)
     np.testing.assert_array_equal(cached_embed_texts(texts, progress=False), first)
+    assert embedded == [texts], "the second call reads the cache"
     cached_embed_texts(texts[:1], progress=False)  # other texts, another entry
-    assert len(list((tmp_path / "embeddings").glob("*.npy"))) == 2
+    other_model = tmp_path / "minilm-link"  # the same weights under another name: another model, another entry
+    other_model.symlink_to(packaged)
+    np.testing.assert_allclose(cached_embed_texts(texts, model=str(other_model), progress=False), first, atol=1e-6)
+    assert embedded == [texts, texts[:1], texts]
+    assert len(list((tmp_path / "embeddings").glob("*.npy"))) == 3

@@ -15,7 +15,7 @@ from s2l.data import load_pool, tokenize_examples
 from s2l.evaluation import (EvalConfig, answers_match, evaluate, extract_answer, find_answer,
                             Verdict, generate_completions, judge, prompt_ids)
 
-from test_scoring import reference_losses
+from helpers import reference_losses
 
 FAST = dict(max_new_tokens=12, batch_size=4)
 
@@ -23,7 +23,7 @@ FAST = dict(max_new_tokens=12, batch_size=4)
 @pytest.fixture(scope="module")
 def test_split(tmp_path_factory):
     """make_math_pool's 5-row test split (one row per kind, with answer, task and metadata)."""
-    from conftest import make_pool
+    from helpers import make_pool
 
     out = tmp_path_factory.mktemp("math")
     make_pool(out, 10)

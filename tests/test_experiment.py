@@ -19,7 +19,7 @@ from s2l.cli import app
 from s2l.errors import InputError
 from s2l.experiment import ExperimentConfig
 
-from conftest import make_pool
+from helpers import make_pool
 
 runner = CliRunner()
 
@@ -97,17 +97,18 @@ def test_a_killed_experiment_finishes_only_the_missing_cells(tiny_model_dir, poo
     assert sorted(r["budget"] for r in rows) == ["0.25", "0.5", "0.75"]
 
 
-def test_bad_configs_are_clear_errors(tmp_path, tiny_model_dir, pool_dir):
+def test_bad_configs_are_clear_errors(tmp_path, pool_dir):
+    model = tmp_path / "model"  # loading a config reads no model
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: [unclosed\n")
     with pytest.raises(InputError, match="not valid YAML"):
         ExperimentConfig.load(bad)
     with pytest.raises(InputError, match="unknown settings"):
-        ExperimentConfig.load(write_config(tmp_path, tiny_model_dir, pool_dir, colour="blue"))
+        ExperimentConfig.load(write_config(tmp_path, model, pool_dir, colour="blue"))
     with pytest.raises(InputError, match="budgets"):
-        ExperimentConfig.load(write_config(tmp_path, tiny_model_dir, pool_dir, budgets=[0]))
+        ExperimentConfig.load(write_config(tmp_path, model, pool_dir, budgets=[0]))
     with pytest.raises(InputError, match="labels repeat"):
-        ExperimentConfig.load(write_config(tmp_path, tiny_model_dir, pool_dir, methods=["s2l", "s2l"]))
+        ExperimentConfig.load(write_config(tmp_path, model, pool_dir, methods=["s2l", "s2l"]))
     result = runner.invoke(app, ["experiment", str(tmp_path / "missing.yaml")])
     assert result.exit_code == 2 and "no such config file" in result.output
 

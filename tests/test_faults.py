@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import yaml
 
-from conftest import FAST, make_pool
+from helpers import FAST, make_pool
 
 # Each trial starts two Python processes, so 20 take minutes: `make test` runs one or two trials per
 # command, `make test-faults` runs 21 of each (S2L_FAULT_TRIALS=21).

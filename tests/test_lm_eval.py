@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("lm_eval")
 
-from conftest import make_pool  # noqa: E402
+from helpers import make_pool  # noqa: E402
 
 from s2l.data import load_pool  # noqa: E402
 from s2l.data.formats import PromptTemplate  # noqa: E402

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -22,7 +23,7 @@ from s2l.trajectories import TrajectoryStore
 from s2l.trajectories.record import DataConfig, RecordConfig, ScoreConfig, record, score
 from s2l.trajectories.scoring import score_examples
 
-from conftest import FAST
+from helpers import FAST
 
 runner = CliRunner()
 
@@ -192,12 +193,33 @@ def test_kept_checkpoints_reproduce_the_in_process_scores(tiny_model_dir, math_p
     np.testing.assert_allclose(store.load().losses[:, 2], rescored, atol=1e-5)
 
 
-def test_compiled_scorer_compiles_once_and_follows_every_snapshot(tiny_run, tiny_model_dir, math_pool, tmp_path):
+def test_compiled_scorer_compiles_once_and_follows_every_snapshot(tiny_run, tiny_model_dir, math_pool, tmp_path,
+                                                                 monkeypatch):
     """--compile: one compiled copy refreshed in place at each snapshot gives the eager run's columns (a stale
     copy would repeat the base model's), and the setting is part of the run's identity."""
+    from torch._dynamo.utils import counters
+
+    compiles, frames_at_each_cell = [], []  # torch.compile calls; frames dynamo has compiled, as each cell is written
+    real_compile, real_write_cell = torch.compile, TrajectoryStore.write_cell
+
+    def counting_compile(*args, **kwargs):
+        compiles.append(args)
+        return real_compile(*args, **kwargs)
+
+    def noting_write_cell(self, *args, **kwargs):
+        frames_at_each_cell.append(counters["frames"]["total"])
+        return real_write_cell(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", counting_compile)  # nn.Module.compile calls it too
+    monkeypatch.setattr(TrajectoryStore, "write_cell", noting_write_cell)
+    before = counters["frames"]["total"]
     config = ScoreConfig(shard_size=16, compile=True)
     store = record(math_pool, str(tiny_model_dir), tmp_path / "compiled", RecordConfig(**FAST), score_config=config,
                    show_progress=False)
+    # Compiled once, for the first cell; none of the 5 snapshots x 3 shards after it compiled anything.
+    assert len(compiles) == 1
+    assert len(frames_at_each_cell) == 15 and frames_at_each_cell[0] > before
+    assert frames_at_each_cell[-1] == frames_at_each_cell[0], frames_at_each_cell
     assert store.manifest["compiled"] is True and tiny_run.manifest["compiled"] is False
     np.testing.assert_allclose(store.load().losses, tiny_run.load().losses, atol=1e-4)
     with pytest.raises(InputError, match="compiled"):
@@ -205,14 +227,36 @@ def test_compiled_scorer_compiles_once_and_follows_every_snapshot(tiny_run, tiny
                show_progress=False)
 
 
-def test_fused_and_looped_adamw_give_the_same_run_up_to_rounding(tiny_run, tiny_model_dir, math_pool, tmp_path):
+def adamw_steps(monkeypatch) -> Counter:
+    """Counts the optimizer steps each of torch's AdamW implementations runs, wherever the optimizer is built:
+    `_fused_adam` (one kernel), `_single_tensor_adam` (a loop over the tensors), `_multi_tensor_adam` (foreach)."""
+    import torch.optim.adam as adam
+
+    steps = Counter()
+    for name in ("_fused_adam", "_single_tensor_adam", "_multi_tensor_adam"):
+        def counted(*args, _real=getattr(adam, name), _name=name, **kwargs):
+            steps[_name] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(adam, name, counted)
+    return steps
+
+
+def test_fused_and_looped_adamw_give_the_same_run_up_to_rounding(tiny_model_dir, math_pool, tmp_path, monkeypatch):
     """The default fused AdamW is the same update as the loop over tensors that earlier stores used; those
     stores (no `optim` in their manifest) still resume with --optim adamw_torch."""
-    assert tiny_run.manifest["training"]["optim"] == "adamw_torch_fused"
+    steps = adamw_steps(monkeypatch)
+    fused = record(math_pool, str(tiny_model_dir), tmp_path / "fused", RecordConfig(**FAST),
+                   score_config=ScoreConfig(shard_size=16), show_progress=False)
+    total_steps = fused.manifest["training"]["total_steps"]
+    assert fused.manifest["training"]["optim"] == "adamw_torch_fused"
+    assert set(steps) == {"_fused_adam"} and steps["_fused_adam"] >= total_steps, steps
+    steps.clear()
     looped = record(math_pool, str(tiny_model_dir), tmp_path / "looped", RecordConfig(**FAST, optim="adamw_torch"),
                     score_config=ScoreConfig(shard_size=16), show_progress=False)
+    assert "_fused_adam" not in steps and sum(steps.values()) >= total_steps, steps
     assert "optim" not in looped.manifest["training"]
-    np.testing.assert_allclose(looped.load().losses, tiny_run.load().losses, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(looped.load().losses, fused.load().losses, rtol=0, atol=1e-4)
     with pytest.raises(InputError, match="optim: unknown value 'sgd'"):
         record(math_pool, str(tiny_model_dir), tmp_path / "bad", RecordConfig(**FAST, optim="sgd"), show_progress=False)
     assert not (tmp_path / "bad").exists()

@@ -11,17 +11,7 @@ from s2l.data import load_pool, tokenize_examples
 from s2l.trajectories.record import snapshot_plan
 from s2l.trajectories.scoring import score_examples, token_budget_batches
 
-
-def reference_losses(model, tokenized) -> np.ndarray:
-    """The papers' way: one example at a time, transformers' `.loss` with the prompt labelled -100."""
-    out = []
-    with torch.no_grad():
-        for t in tokenized:
-            ids = torch.tensor(t.input_ids, dtype=torch.long)[None]
-            labels = ids.clone()
-            labels[0, ~torch.tensor(t.loss_mask)] = -100
-            out.append(model(input_ids=ids, labels=labels).loss.item())
-    return np.array(out)
+from helpers import reference_losses
 
 
 @pytest.fixture(scope="module")

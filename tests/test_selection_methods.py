@@ -109,7 +109,7 @@ def test_s2l_clusters_the_trained_snapshots_not_the_base_model_by_default():
     assert everything.snapshot_columns_ == [0, 1, 2, 3]
 
 
-def test_s2l_no_per_source_clusters_the_whole_pool_and_standardize_is_an_option():
+def test_s2l_no_per_source_clusters_the_whole_pool_and_standardize_z_scores_each_column():
     rng = np.random.default_rng(1)
     losses = rng.random((60, 5))
     sources = ["a"] * 50 + ["b"] * 10
@@ -117,8 +117,26 @@ def test_s2l_no_per_source_clusters_the_whole_pool_and_standardize_is_an_option(
     assert list(pooled.groups_) == [""] and len(pooled.cluster_centers_) == 4
     per_source = make_selector("s2l", n_clusters=4).fit(table(losses, sources))
     assert list(per_source.groups_) == ["a", "b"] and len(per_source.cluster_centers_) == 8
-    z = make_selector("s2l", n_clusters=4, standardize=True).fit(table(losses, sources))
-    assert len(z.select(20)) == 20
+
+    # Two groups apart in columns 2 and 3 (by about 1), mixed in column 1, which spans 100: raw K-means
+    # splits column 1; z-scored, column 1 weighs as much as each of the others and the groups are the clusters.
+    rng = np.random.default_rng(0)
+    group = rng.permutation(np.repeat([0, 1], 30))
+    losses = np.column_stack([rng.random(60), 100 * rng.random(60), group + 0.01 * rng.random(60),
+                              group + 0.01 * rng.random(60)])
+    losses = np.concatenate([losses, np.full((1, 4), np.nan)])  # no response tokens: not in the mean or std
+    raw = make_selector("s2l", n_clusters=2, per_source=False).fit(table(losses))
+    z = make_selector("s2l", n_clusters=2, per_source=False, standardize=True).fit(table(losses))
+
+    def same_partition(labels, truth):
+        return len(set(zip(labels, truth))) == len(set(labels)) == len(set(truth))
+
+    assert same_partition(z.labels_[:60], group) and not same_partition(raw.labels_[:60], group)
+    # The same as clustering columns z-scored by hand (over the examples with a loss).
+    by_hand = (losses - np.nanmean(losses, axis=0)) / np.nanstd(losses, axis=0)
+    plain = make_selector("s2l", n_clusters=2, per_source=False).fit(table(by_hand))
+    assert (z.labels_ == plain.labels_).all()
+    np.testing.assert_allclose(z.cluster_centers_, plain.cluster_centers_, rtol=1e-6)
 
 
 def test_s2l_warns_when_sources_are_too_small_for_the_clusters():
@@ -344,10 +362,29 @@ def test_any_method_delivers_exactly_the_budget(method, data):
     assert (again == ids).all()
 
 
-def test_lp_diversity_meets_every_budget():
+def test_lp_diversity_meets_every_budget_with_shares_proportional_to_cluster_sizes():
     rng = np.random.default_rng(0)
     t = table(rng.random((97, 3)), snapshots=EPOCHS_0_TO_2)
     sel = make_selector("lp", diversity_clusters=7).fit(t, embeddings=rng.random((97, 5)))
-    for budget in range(1, sel.n_usable_ - sum(sel.exclusion_counts().values()) + 1):
-        assert len(set(sel.select(budget).tolist())) == budget
     assert math.isfinite(float(np.nanmax(sel.scores_)))
+    rows = np.flatnonzero(sel.excluded_ == "")
+    clusters = np.unique(sel.labels_[rows])
+    sizes = np.array([(sel.labels_[rows] == c).sum() for c in clusters])
+    assert len(clusters) == 7 and len(set(sizes.tolist())) > 1  # unequal clusters: shares are not all alike
+    for budget in range(1, len(rows) + 1):
+        chosen = np.zeros(len(t.ids), bool)
+        chosen[[int(i[1:]) for i in sel.select(budget)]] = True
+        assert chosen.sum() == budget
+        # Each cluster gives its exact share size * budget / total rounded down or up, the largest remainders up.
+        exact = sizes * budget / sizes.sum()
+        counts = np.array([chosen[rows][sel.labels_[rows] == c].sum() for c in clusters])
+        rounded_up = counts == np.floor(exact) + 1
+        assert (rounded_up | (counts == np.floor(exact))).all(), (budget, counts, exact)
+        remainders = exact - np.floor(exact)
+        if rounded_up.any() and not rounded_up.all():
+            assert remainders[rounded_up].min() >= remainders[~rounded_up].max(), (budget, counts, exact)
+        # ... and inside a cluster, its lowest LPs.
+        for c in clusters:
+            members = rows[sel.labels_[rows] == c]
+            taken, left = sel.scores_[members[chosen[members]]], sel.scores_[members[~chosen[members]]]
+            assert not len(taken) or not len(left) or taken.max() < left.min(), (budget, c)

@@ -10,12 +10,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from s2l.data import load_pool, tokenize_examples
 from s2l.trajectories.record import RecordConfig, ScoreConfig, record
 
-from test_scoring import reference_losses
+from helpers import reference_losses
 
 
 @pytest.mark.slow
 def test_record_with_smollm2(smollm2_dir, tmp_path):
-    from conftest import make_pool
+    from helpers import make_pool
 
     pool = make_pool(tmp_path / "data", 24, seed=3)
     store = record(pool, "smollm2-135m-instruct", tmp_path / "run",

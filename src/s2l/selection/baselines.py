@@ -1,4 +1,4 @@
-"""The baselines every comparison needs (DESIGN.md): random draws, single-number rankings, data maps.
+"""The baselines every comparison needs (docs/design.md): random draws, single-number rankings, data maps.
 
 Rankings read the proxy's loss at its final snapshot unless said otherwise. With one mean loss per
 example and snapshot, an example's confidence exp(-loss) is the geometric mean of its response-token
