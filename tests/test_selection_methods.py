@@ -66,13 +66,48 @@ def test_split_budget_smallest_first_with_remaining_over_left():
 
 
 def test_clusters_of_two_or_fewer_are_used_only_when_budget_is_left():
+    rng = np.random.default_rng(0)
     # Large clusters (3, 10, 4) take 9 as 3, 3, 3; the 1- and 2-member clusters get nothing.
-    assert cluster_counts([1, 2, 3, 10, 4], 9).tolist() == [0, 0, 3, 3, 3]
-    # 18 > 17 members in large clusters: all of them, and the one left over comes from the small clusters,
-    # smallest first with 1 // 2 = 0 for the singleton, then 1 // 1 = 1 from the pair.
-    assert cluster_counts([1, 2, 3, 10, 4], 18).tolist() == [0, 1, 3, 10, 4]
-    # Only small clusters: they share as large ones would.
-    assert cluster_counts([1, 1, 2], 3).tolist() == [1, 1, 1]
+    assert cluster_counts([1, 2, 3, 10, 4], 9, rng).tolist() == [0, 0, 3, 3, 3]
+    # 18 > 17 members in large clusters: all of them, and the one left over comes from the 3 pooled
+    # members of the small clusters.
+    counts = cluster_counts([1, 2, 3, 10, 4], 18, rng)
+    assert counts[2:].tolist() == [3, 10, 4] and counts[:2].sum() == 1
+    # Only small clusters: the budget is drawn from all their members pooled.
+    counts = cluster_counts([1, 1, 2], 3, rng)
+    assert counts.sum() == 3 and (counts <= [1, 1, 2]).all()
+    # More budget than members: every member.
+    assert cluster_counts([1, 2, 3], 10, rng).tolist() == [1, 2, 3]
+
+
+def test_the_leftover_is_drawn_from_the_pooled_small_clusters_as_the_reference_does():
+    """cluster_counts([3, 1, 1, 2, 2], 5): the 3-member cluster gives 3; the 2 left come from the 6 members
+    of the small clusters pooled, so each singleton is drawn with probability 1 - C(5,2)/C(6,2) = 1/3 and a
+    pair member as often. Spreading the rest smallest cluster first (1 // 4 = 0 for each singleton) would
+    never draw a singleton: [3, 0, 0, 1, 1]."""
+    def reference_rule(sizes, n, rng):  # a port of schedules/s2l.py:122-144, counting per cluster
+        labels = np.repeat(np.arange(len(sizes)), sizes)
+        order = [c for c in np.argsort(sizes, kind="stable") if sizes[c] > 2]
+        taken = []
+        for i, c in enumerate(order):
+            share = n // (len(order) - i)
+            members = np.flatnonzero(labels == c)
+            pick = rng.choice(members, share, replace=False) if len(members) > share else members
+            taken.append(pick)
+            n -= len(pick)
+        if n > 0:
+            pool = np.flatnonzero(np.isin(labels, [c for c in range(len(sizes)) if sizes[c] <= 2]))
+            taken.append(rng.choice(pool, n, replace=False))
+        return np.bincount(labels[np.concatenate(taken)], minlength=len(sizes))
+
+    trials = 3000
+    ours = np.array([cluster_counts([3, 1, 1, 2, 2], 5, np.random.default_rng(s)) for s in range(trials)])
+    theirs = np.array([reference_rule([3, 1, 1, 2, 2], 5, np.random.default_rng(s)) for s in range(trials)])
+    assert (ours.sum(axis=1) == 5).all() and (ours[:, 0] == 3).all()
+    for counts in (ours, theirs):
+        drawn = counts.mean(axis=0) / np.array([3, 1, 1, 2, 2])  # how often each member is drawn
+        np.testing.assert_allclose(drawn[1:], 1 / 3, atol=0.03)
+    np.testing.assert_allclose(ours.mean(axis=0), theirs.mean(axis=0), atol=0.05)
 
 
 def test_s2l_splits_sources_then_samples_clusters_evenly():

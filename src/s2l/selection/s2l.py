@@ -42,15 +42,20 @@ def split_budget(sizes, budget: int, order=None) -> np.ndarray:
     return taken
 
 
-def cluster_counts(sizes, budget: int) -> np.ndarray:
+def cluster_counts(sizes, budget: int, rng: np.random.Generator) -> np.ndarray:
     """How many to draw from each cluster of one source: clusters above SMALL_CLUSTER members share the
-    budget first; small clusters share whatever is left."""
+    budget first (`split_budget`); what is left is drawn uniformly from the pooled members of all the small
+    clusters, as the reference does (`schedules/s2l.py:139-144`), so a singleton is as likely as any other
+    small-cluster member. `rng` makes that draw."""
     sizes = np.asarray(sizes, dtype=np.int64)
     large = np.flatnonzero(sizes > SMALL_CLUSTER)
     small = np.flatnonzero(sizes <= SMALL_CLUSTER)
     counts = np.zeros(len(sizes), dtype=np.int64)
     counts[large] = split_budget(sizes[large], budget)
-    counts[small] = split_budget(sizes[small], budget - int(counts.sum()))
+    left = min(budget - int(counts.sum()), int(sizes[small].sum()))
+    if left > 0:
+        pooled = np.repeat(small, sizes[small])  # one entry per member, naming its cluster
+        counts += np.bincount(rng.choice(pooled, size=left, replace=False), minlength=len(sizes))
     return counts
 
 
@@ -123,14 +128,18 @@ class S2L(Selector):
         chosen = []
         self.source_quotas_ = source_quotas(self.groups_, count)
         self.cluster_quotas_ = np.zeros(len(self.cluster_centers_), dtype=np.int64)
-        for name, members in self.groups_.items():
-            chosen.append(self._sample_clusters(members, self.source_quotas_[name], rng))
+        for g, (name, members) in enumerate(self.groups_.items()):
+            # The small clusters' shares come from the seed alone, so cluster-random (another draw stream)
+            # keeps S2L's counts exactly.
+            counts_rng = np.random.default_rng([self.seed, 2, g])
+            chosen.append(self._sample_clusters(members, self.source_quotas_[name], rng, counts_rng))
         return np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
 
-    def _sample_clusters(self, members: np.ndarray, quota: int, rng: np.random.Generator) -> np.ndarray:
+    def _sample_clusters(self, members: np.ndarray, quota: int, rng: np.random.Generator,
+                         counts_rng: np.random.Generator) -> np.ndarray:
         labels = self.labels_[members]
         clusters, sizes = np.unique(labels, return_counts=True)
-        counts = cluster_counts(sizes, quota)
+        counts = cluster_counts(sizes, quota, counts_rng)
         self.cluster_quotas_[clusters] = counts
         picks = [rng.choice(members[labels == c], size=n, replace=False) for c, n in zip(clusters, counts) if n]
         return np.concatenate(picks) if picks else np.zeros(0, dtype=np.int64)
