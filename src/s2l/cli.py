@@ -53,9 +53,12 @@ STORAGE_EXIT_CODE = 3  # the disk is full or not writable (bad input is 2)
 
 def _flag_of(parameter: str | None) -> str | None:
     """The running command's flag for a library parameter name (`learning_rate` → `--learning-rate`)."""
-    import click
+    try:  # typer >= 0.2x runs its own copy of click, with its own current context
+        from typer._click.globals import get_current_context
+    except ImportError:
+        from click import get_current_context
 
-    context = click.get_current_context(silent=True)
+    context = get_current_context(silent=True)
     if parameter is None or context is None:
         return None
     for option in context.command.params:
