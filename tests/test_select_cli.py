@@ -142,7 +142,7 @@ def test_force_replaces_a_previous_selection_only(loss_table, math_pool, tmp_pat
     args = ["--trajectories", str(loss_table), "--data", str(math_pool), "--method", "random", "--out", str(out)]
     assert select(*args, "--budget", "5").exit_code == 0
     again = select(*args, "--budget", "6")
-    assert again.exit_code == 2 and "--force" in again.output
+    assert again.exit_code == 2 and "replace a previous selection with force" in again.output
     assert len((out / "selected_ids.txt").read_text().split()) == 5
     assert select(*args, "--budget", "6", "--force").exit_code == 0
     assert len((out / "selected_ids.txt").read_text().split()) == 6
@@ -165,7 +165,7 @@ def bad_tables(tmp_path: Path, ids: list[str]) -> dict[str, tuple[Path, str]]:
         "NaN": (csv("b.csv", "example_id,loss_0,loss_1\n" + good + f"{'z' * 16},nan,1.0\n"), "must be finite"),
         "inf": (csv("c.csv", "example_id,loss_0,loss_1\n" + f"{ids[0]},inf,1.0\n"), "must be finite"),
         "empty cell": (csv("d.csv", "example_id,loss_0,loss_1\n" + f"{ids[0]},,1.0\n"), "must be finite"),
-        "unknown ids": (csv("e.csv", "example_id,loss_0,loss_1\n" + good + "not-in-pool,1.0,0.5\n"), "not in --data"),
+        "unknown ids": (csv("e.csv", "example_id,loss_0,loss_1\n" + good + "not-in-pool,1.0,0.5\n"), "not in the pool"),
         "gap": (csv("f.csv", "example_id,loss_0,loss_2\n" + good), "without gaps"),
         "duplicate id": (csv("g.csv", "example_id,loss_0,loss_1\n" + good + f"{ids[0]},1.0,0.5\n"), "repeats row 1"),
         "no id column": (csv("h.csv", "id,loss_0,loss_1\n1,1.0,0.5\n"), "no example_id column"),
@@ -250,4 +250,4 @@ def test_user_ids_from_an_id_column(tmp_path):
     # Without --id-column the table's ids are not the pool's (content hashes).
     missing = select("--trajectories", str(table), "--data", str(pool), "--method", "random", "--budget", "3",
                      "--out", str(tmp_path / "x"))
-    assert missing.exit_code == 2 and "--id-column" in missing.output
+    assert missing.exit_code == 2 and "id_column" in missing.output

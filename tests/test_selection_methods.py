@@ -198,8 +198,9 @@ def test_lp_reads_epochs_from_snapshot_positions():
 
 def test_lp_without_epochs_says_what_it_needs():
     t = table(np.ones((4, 3)), snapshots=[{"epoch": None}] * 3)
-    with pytest.raises(InputError, match="snapshot-epochs"):
+    with pytest.raises(InputError, match="needs each snapshot's epoch") as e:
         make_selector("lp", diversity=False).fit(t)
+    assert e.value.parameter == "snapshot_epochs"
 
 
 def test_proportional_counts_deliver_the_exact_budget():
@@ -225,8 +226,9 @@ def test_lp_diversity_takes_the_lowest_share_inside_each_cluster():
 
 
 def test_lp_diversity_without_texts_or_embeddings_is_an_error():
-    with pytest.raises(InputError, match="no-diversity"):
+    with pytest.raises(InputError, match="diversity=False") as e:
         make_selector("lp").fit(lp_table())
+    assert e.value.parameter == "diversity"
 
 
 # -- baselines, on a table small enough to check by eye ---------------------------------------------------------
@@ -290,10 +292,27 @@ def test_cluster_random_keeps_s2l_counts_with_its_own_draw():
 
 
 def test_unknown_method_and_options_are_clear_errors():
-    with pytest.raises(InputError, match="unknown method"):
+    with pytest.raises(InputError, match="unknown method") as e:
         make_selector("nope")
-    with pytest.raises(InputError, match="does not take n_clusters"):
+    assert e.value.parameter == "method"
+    with pytest.raises(InputError, match="does not take n_clusters") as e:
         make_selector("random", n_clusters=3)
+    assert e.value.parameter == "method"
+
+
+@pytest.mark.parametrize("make, parameter, message", [
+    (lambda: parse_budget("abc"), "budget", "neither a count"),
+    (lambda: resolve_budget("97", 96), "budget", "larger than the 96"),
+    (lambda: make_selector("s2l", n_clusters=0).fit(BASE), "n_clusters", "at least 1"),
+    (lambda: make_selector("s2l", snapshots=[1, 9]).fit(BASE), "snapshots", "out of range"),
+    (lambda: make_selector("s2l", snapshots="last").fit(BASE), "snapshots", "trained, all or a list"),
+    (lambda: make_selector("s2l", backend="nope").fit(BASE), "backend", "unknown K-means backend"),
+])
+def test_library_errors_name_the_parameter_not_a_flag(make, parameter, message):
+    with pytest.raises(InputError, match=message) as e:
+        make()
+    assert e.value.parameter == parameter and e.value.path is None
+    assert "--" not in e.value.problem
 
 
 def test_selectors_follow_the_estimator_contract():
