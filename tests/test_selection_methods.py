@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -370,3 +371,110 @@ def test_lp_diversity_meets_every_budget():
     for budget in range(1, sel.n_usable_ - sum(sel.exclusion_counts().values()) + 1):
         assert len(set(sel.select(budget).tolist())) == budget
     assert math.isfinite(float(np.nanmax(sel.scores_)))
+
+
+# -- the registry finds methods itself ---------------------------------------------------------------------------
+PLUGIN = '''
+import numpy as np
+from s2l.selection.base import Selector, register
+
+
+@register("{name}", "First rows first (a test plugin)")
+class FirstRows(Selector):
+    """Parameters:
+        offset               rows to skip
+    """
+
+    manifest_attributes = ("offset_used_",)
+
+    def __init__(self, offset: int = 0, seed: int = 0):
+        self.offset = offset
+        self.seed = seed
+
+    def _select(self, count, rng):
+        self.offset_used_ = self.offset
+        return self._selectable_rows()[self.offset:self.offset + count]
+'''
+
+
+def _python(code: str, tmp_path, env_path) -> str:
+    import os
+    import subprocess
+    import sys
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, str(env_path)])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout + done.stderr
+
+
+def test_a_new_module_in_the_package_registers_without_an_import_line(tmp_path):
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "first_rows.py").write_text(PLUGIN.format(name="first-rows"))
+    # A folder added to the package's path stands in for a new file in src/s2l/selection/.
+    out = _python(f"import s2l.selection as s; s.__path__.append({str(extra)!r}); "
+                  "from s2l.selection import METHODS, make_selector; import numpy as np; "
+                  "print('first-rows' in METHODS, make_selector('first-rows', offset=2).fit(np.ones((6, 3))).select(2))",
+                  tmp_path, tmp_path)
+    assert "True ['2' '3']" in out
+
+
+def test_entry_points_of_other_packages_register_methods(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "my_plugin.py").write_text(PLUGIN.format(name="my-method"))
+    (site / "broken_plugin.py").write_text("raise RuntimeError('no luck')\n")
+    for name, module in (("my_plugin", "my_plugin"), ("broken_plugin", "broken_plugin")):
+        info = site / f"{name}-0.1.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+        (info / "entry_points.txt").write_text(f"[s2l.methods]\n{name} = {module}\n")
+    out = _python("from typer.testing import CliRunner; from s2l.cli import app; "
+                  "r = CliRunner().invoke(app, ['methods', 'my-method']); print(r.output); "
+                  "from s2l.selection import METHODS; print(sorted(METHODS)[:2], len(METHODS) > 15)",
+                  tmp_path, site)
+    assert "my-method  First rows first (a test plugin)" in out and "offset=0  rows to skip" in out
+    # The broken plugin is a warning naming it; every other method is still there.
+    assert "broken_plugin" in out and "no luck" in out and "True" in out
+
+
+def test_declared_fit_inputs_and_manifest_attributes():
+    assert make_selector("lp").needed_inputs() == ("texts",)
+    assert make_selector("lp", diversity=False).needed_inputs() == ()
+    assert make_selector("length-long").needed_inputs() == ("lengths",)
+    assert make_selector("s2l").needed_inputs() == ()
+    with pytest.raises(TypeError, match="takes no fit input texts"):
+        make_selector("s2l").fit(BASE, texts=["a"] * 5)
+    sel = make_selector("s2l", n_clusters=2).fit(table(BASE))
+    sel.select(3)
+    assert [k for k in sel.manifest_attributes if hasattr(sel, k)] == ["source_quotas_", "clusters_per_source_",
+                                                                        "snapshot_columns_"]
+
+
+@pytest.mark.parametrize("method, name, text, value", [
+    ("s2l", "n_clusters", "50", 50),
+    ("s2l", "standardize", "true", True),
+    ("s2l", "per_source", "off", False),
+    ("s2l", "snapshots", "1,2,3", [1, 2, 3]),
+    ("s2l", "snapshots", "all", "all"),
+    ("s2l", "sample_per_centroid", "none", None),
+    ("lp", "diversity_clusters", "12", 12),
+    ("lp", "embedding_model", "./my-model", "./my-model"),
+])
+def test_parameters_convert_from_text_by_their_type(method, name, text, value):
+    assert METHODS[method].parameter(name).convert(text) == value
+
+
+def test_bad_parameter_text_names_the_parameter():
+    with pytest.raises(InputError, match="expected a whole number, got 'many'") as e:
+        METHODS["s2l"].parse_params({"n_clusters": "many"})
+    assert e.value.parameter == "n_clusters"
+    with pytest.raises(InputError, match="expected none or a whole number, got .all."):
+        METHODS["s2l"].parameter("sample_per_centroid").convert("all")
+    with pytest.raises(InputError, match="does not take clusters"):
+        METHODS["s2l"].parse_params({"clusters": "3"})
+    with pytest.raises(InputError, match="fixes approx"):
+        METHODS["lp-app"].parameter("approx")
