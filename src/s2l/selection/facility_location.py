@@ -18,7 +18,9 @@ Gains are exact and computed blockwise, never as an N x N matrix: the examples a
 most 32 (halving the widest feature), and a candidate reads only the blocks where some member could still
 gain, i.e. lies within its reach sqrt(-ln coverage) of the candidate, coverage being max_{j in S} sim(i, j)
 (`_Blocks`). The members of the other blocks would add exactly 0, so the gains are those of the full sums;
-once most examples are covered, a candidate reads little more than its neighbourhood.
+once most examples are covered, a candidate reads little more than its neighbourhood. Evaluation is lazy
+(Minoux): a candidate's last gain bounds its gain now, so one whose bound is below the best gain found in
+the step is not recomputed; the pick is the same.
 
 `per_source` splits the budget over sources as S2L does and covers each source on its own. Outputs:
 scores_ is each selected example's gain when it was added, labels_ the selected example that covers an
@@ -27,6 +29,7 @@ example best (its step in the greedy order), details_["coverage"] that best simi
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -91,7 +94,8 @@ class FacilityLocation(Selector):
         for name, members in self.groups_.items():
             if not quotas[name]:
                 continue
-            picks, gains, cover, facility = greedy(self._z[members], quotas[name], self.epsilon, rng)
+            with _one_blas_thread():
+                picks, gains, cover, facility = greedy(self._z[members], quotas[name], self.epsilon, rng)
             chosen.append(members[picks])
             self.scores_[members[picks]] = gains
             coverage[members] = cover
@@ -101,6 +105,15 @@ class FacilityLocation(Selector):
         covered = coverage[np.isfinite(coverage)]
         self.coverage_ = float(covered.mean()) if len(covered) else 0.0  # F(S) / N
         return np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
+
+
+def _one_blas_thread():
+    """The matrix products here are small: more BLAS threads cost more than they give, and spin on a busy machine."""
+    try:
+        from threadpoolctl import threadpool_limits  # installed with scikit-learn
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
 
 
 def median_distance(x: np.ndarray, rng: np.random.Generator, sample: int = BANDWIDTH_SAMPLE) -> float:
@@ -127,6 +140,7 @@ def greedy(z: np.ndarray, k: int, epsilon: float, rng: np.random.Generator):
     remaining, left = blocks.position[np.arange(n)], n  # candidates, in row order; the first `left` remain
     size = n if epsilon == 0 else math.ceil(n / k * math.log(1.0 / epsilon))
     picks, gains = np.empty(k, dtype=np.int64), np.empty(k)
+    bound = np.full(n, np.inf)  # each position's last gain: submodularity keeps its gain now below it
     for step in range(k):
         if size >= left:
             drawn = None
@@ -134,7 +148,17 @@ def greedy(z: np.ndarray, k: int, epsilon: float, rng: np.random.Generator):
         else:
             drawn = rng.choice(left, size=size, replace=False)
             candidates = remaining[drawn]
-        g = blocks.gains(candidates, cover)
+        # Lazy evaluation: the fresh candidates and the one with the highest bound first, then only those whose
+        # bound reaches the best gain found; the others cannot be the argmax, so the pick is the same.
+        first = np.isinf(bound[candidates])
+        if not first.all():
+            first[np.argmax(np.where(first, -np.inf, bound[candidates]))] = True
+        g = np.full(len(candidates), -np.inf)
+        g[first] = blocks.gains(candidates[first], cover)
+        again = ~first & (bound[candidates] >= g.max())
+        if again.any():
+            g[again] = blocks.gains(candidates[again], cover)
+        bound[candidates[first | again]] = g[first | again]
         best = int(np.argmax(g))
         j = int(candidates[best])
         blocks.add(j, cover, facility, step)
@@ -189,12 +213,11 @@ class _Blocks:
         """F(S + c) - F(S) for each candidate position c: sum_i max(sim(i, c) - cover_i, 0)."""
         out = np.empty(len(candidates))
         per_bounds = max(1, BOUNDS_PER_BATCH // len(self.starts))
-        self._last = {}
         for a in range(0, len(candidates), per_bounds):
             part = candidates[a:a + per_bounds]
             need = self._need(part)
             if len(part) == len(candidates):
-                self._last = dict(zip(part.tolist(), need))  # for add(), which follows with the same bounds
+                self._last.update(zip(part.tolist(), need))  # for add(), which follows with the same limits
             counts = need @ self.sizes
             ends = np.cumsum(counts)
             b = 0
@@ -217,6 +240,7 @@ class _Blocks:
     def add(self, j: int, cover: np.ndarray, facility: np.ndarray, step: int) -> None:
         """Position j joins S: raise the coverage of the members it covers best, then their blocks' limits."""
         need = self._last.get(j)
+        self._last = {}
         blocks = np.flatnonzero(self._need(np.asarray([j]))[0] if need is None else need)
         index = self._members(blocks)
         diff = self.z[index] - self.z[j]
