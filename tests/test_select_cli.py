@@ -142,7 +142,7 @@ def test_force_replaces_a_previous_selection_only(loss_table, math_pool, tmp_pat
     args = ["--trajectories", str(loss_table), "--data", str(math_pool), "--method", "random", "--out", str(out)]
     assert select(*args, "--budget", "5").exit_code == 0
     again = select(*args, "--budget", "6")
-    assert again.exit_code == 2 and "--force" in again.output
+    assert again.exit_code == 2 and "replace a previous selection with force" in again.output
     assert len((out / "selected_ids.txt").read_text().split()) == 5
     assert select(*args, "--budget", "6", "--force").exit_code == 0
     assert len((out / "selected_ids.txt").read_text().split()) == 6
@@ -165,7 +165,7 @@ def bad_tables(tmp_path: Path, ids: list[str]) -> dict[str, tuple[Path, str]]:
         "NaN": (csv("b.csv", "example_id,loss_0,loss_1\n" + good + f"{'z' * 16},nan,1.0\n"), "must be finite"),
         "inf": (csv("c.csv", "example_id,loss_0,loss_1\n" + f"{ids[0]},inf,1.0\n"), "must be finite"),
         "empty cell": (csv("d.csv", "example_id,loss_0,loss_1\n" + f"{ids[0]},,1.0\n"), "must be finite"),
-        "unknown ids": (csv("e.csv", "example_id,loss_0,loss_1\n" + good + "not-in-pool,1.0,0.5\n"), "not in --data"),
+        "unknown ids": (csv("e.csv", "example_id,loss_0,loss_1\n" + good + "not-in-pool,1.0,0.5\n"), "not in the pool"),
         "gap": (csv("f.csv", "example_id,loss_0,loss_2\n" + good), "without gaps"),
         "duplicate id": (csv("g.csv", "example_id,loss_0,loss_1\n" + good + f"{ids[0]},1.0,0.5\n"), "repeats row 1"),
         "no id column": (csv("h.csv", "id,loss_0,loss_1\n1,1.0,0.5\n"), "no example_id column"),
@@ -250,4 +250,64 @@ def test_user_ids_from_an_id_column(tmp_path):
     # Without --id-column the table's ids are not the pool's (content hashes).
     missing = select("--trajectories", str(table), "--data", str(pool), "--method", "random", "--budget", "3",
                      "--out", str(tmp_path / "x"))
-    assert missing.exit_code == 2 and "--id-column" in missing.output
+    assert missing.exit_code == 2 and "id_column" in missing.output
+
+
+def test_methods_lists_every_method_with_its_parameters_and_defaults():
+    from s2l.selection import METHODS
+
+    result = runner.invoke(app, ["methods"])
+    assert result.exit_code == 0, result.output
+    assert select("--method", "list").output == result.output  # the same information both ways
+    for name, method in METHODS.items():
+        assert f"{name} " in result.output and method.description[:30] in result.output
+    assert "    n_clusters=100  " in result.output and "K per source" in result.output
+    assert "    diversity_clusters=none  " in result.output and "    per_source=true  " in result.output
+    one = runner.invoke(app, ["methods", "lp-app"])
+    assert one.exit_code == 0 and "approx=true" in one.output and "fixed by the method's name" in one.output
+    assert "K per source" not in one.output
+    unknown = runner.invoke(app, ["methods", "nope"])
+    assert unknown.exit_code == 2 and "unknown method 'nope'" in unknown.output
+
+
+@pytest.mark.parametrize("named, generic", [
+    (["--method", "s2l", "--clusters", "3", "--no-per-source", "--standardize", "--snapshots", "1,3",
+      "--kmeans-sample", "all", "--kmeans-backend", "sklearn"],
+     ["--method", "s2l", "--param", "n_clusters=3", "--param", "per_source=false", "--param", "standardize=true",
+      "--param", "snapshots=1,3", "--param", "sample_per_centroid=none", "--param", "backend=sklearn"]),
+    (["--method", "lp-app", "--no-diversity", "--snapshot-epochs", "0,1,2,3"],
+     ["--method", "lp-app", "--param", "diversity=no", "--snapshot-epochs", "0,1,2,3", "--param", "epoch=1"]),
+    (["--method", "random", "--seed", "4"], ["--method", "random", "--param", "seed=4"]),
+])
+def test_param_options_give_what_the_named_flags_give(loss_table, math_pool, tmp_path, named, generic):
+    outputs = []
+    for name, args in (("named", named), ("generic", generic)):
+        out = tmp_path / name
+        result = select("--trajectories", str(loss_table), "--data", str(math_pool), "--budget", "7", "--out", str(out),
+                        *args)
+        assert result.exit_code == 0, result.output
+        outputs.append({f: (out / f).read_bytes() for f in ("selected_ids.txt", "scores.parquet", "manifest.json")})
+    manifests = [json.loads(o.pop("manifest.json").replace(str(tmp_path / "generic").encode(),
+                                                           str(tmp_path / "named").encode())) for o in outputs]
+    assert outputs[0] == outputs[1] and manifests[0] == manifests[1]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "s2l", "--param", "clusters=3"], "--param: method s2l does not take clusters"),
+    (["--method", "s2l", "--param", "n_clusters=abc"], "--param: n_clusters: expected a whole number, got 'abc'"),
+    (["--method", "s2l", "--param", "standardize=maybe"], "standardize: expected true or false"),
+    (["--method", "s2l", "--param", "n_clusters"], "--param: expected NAME=VALUE"),
+    (["--method", "s2l", "--clusters", "3", "--param", "n_clusters=4"], "n_clusters (--clusters)"),
+    (["--method", "random", "--seed", "1", "--param", "seed=2"], "given both as --param and as its own option: seed"),
+    (["--method", "lp-app", "--param", "approx=false"], "method lp-app fixes approx"),
+    (["--method", "s2l", "--param", "snapshots=last"], "--snapshots: snapshots must be trained, all or a list"),
+    (["--method", "s2l", "--clusters", "0"], "--clusters: the number of clusters must be at least 1"),
+    (["--method", "nope"], "--method: unknown method 'nope'"),
+])
+def test_bad_params_name_the_option(loss_table, math_pool, tmp_path, args, message):
+    out = tmp_path / "sel"
+    result = select("--trajectories", str(loss_table), "--data", str(math_pool), "--budget", "3", "--out", str(out),
+                    *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not out.exists()

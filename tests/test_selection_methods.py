@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -251,8 +252,9 @@ def test_lp_reads_epochs_from_snapshot_positions():
 
 def test_lp_without_epochs_says_what_it_needs():
     t = table(np.ones((4, 3)), snapshots=[{"epoch": None}] * 3)
-    with pytest.raises(InputError, match="snapshot-epochs"):
+    with pytest.raises(InputError, match="needs each snapshot's epoch") as e:
         make_selector("lp", diversity=False).fit(t)
+    assert e.value.parameter == "snapshot_epochs"
 
 
 def test_proportional_counts_deliver_the_exact_budget():
@@ -278,8 +280,9 @@ def test_lp_diversity_takes_the_lowest_share_inside_each_cluster():
 
 
 def test_lp_diversity_without_texts_or_embeddings_is_an_error():
-    with pytest.raises(InputError, match="no-diversity"):
+    with pytest.raises(InputError, match="diversity=False") as e:
         make_selector("lp").fit(lp_table())
+    assert e.value.parameter == "diversity"
 
 
 # -- baselines, on a table small enough to check by eye ---------------------------------------------------------
@@ -343,10 +346,27 @@ def test_cluster_random_keeps_s2l_counts_with_its_own_draw():
 
 
 def test_unknown_method_and_options_are_clear_errors():
-    with pytest.raises(InputError, match="unknown method"):
+    with pytest.raises(InputError, match="unknown method") as e:
         make_selector("nope")
-    with pytest.raises(InputError, match="does not take n_clusters"):
+    assert e.value.parameter == "method"
+    with pytest.raises(InputError, match="does not take n_clusters") as e:
         make_selector("random", n_clusters=3)
+    assert e.value.parameter == "method"
+
+
+@pytest.mark.parametrize("make, parameter, message", [
+    (lambda: parse_budget("abc"), "budget", "neither a count"),
+    (lambda: resolve_budget("97", 96), "budget", "larger than the 96"),
+    (lambda: make_selector("s2l", n_clusters=0).fit(BASE), "n_clusters", "at least 1"),
+    (lambda: make_selector("s2l", snapshots=[1, 9]).fit(BASE), "snapshots", "out of range"),
+    (lambda: make_selector("s2l", snapshots="last").fit(BASE), "snapshots", "trained, all or a list"),
+    (lambda: make_selector("s2l", backend="nope").fit(BASE), "backend", "unknown K-means backend"),
+])
+def test_library_errors_name_the_parameter_not_a_flag(make, parameter, message):
+    with pytest.raises(InputError, match=message) as e:
+        make()
+    assert e.value.parameter == parameter and e.value.path is None
+    assert "--" not in e.value.problem
 
 
 def test_selectors_follow_the_estimator_contract():
@@ -423,3 +443,110 @@ def test_lp_diversity_meets_every_budget_with_shares_proportional_to_cluster_siz
             members = rows[sel.labels_[rows] == c]
             taken, left = sel.scores_[members[chosen[members]]], sel.scores_[members[~chosen[members]]]
             assert not len(taken) or not len(left) or taken.max() < left.min(), (budget, c)
+
+
+# -- the registry finds methods itself ---------------------------------------------------------------------------
+PLUGIN = '''
+import numpy as np
+from s2l.selection.base import Selector, register
+
+
+@register("{name}", "First rows first (a test plugin)")
+class FirstRows(Selector):
+    """Parameters:
+        offset               rows to skip
+    """
+
+    manifest_attributes = ("offset_used_",)
+
+    def __init__(self, offset: int = 0, seed: int = 0):
+        self.offset = offset
+        self.seed = seed
+
+    def _select(self, count, rng):
+        self.offset_used_ = self.offset
+        return self._selectable_rows()[self.offset:self.offset + count]
+'''
+
+
+def _python(code: str, tmp_path, env_path) -> str:
+    import os
+    import subprocess
+    import sys
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, str(env_path)])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout + done.stderr
+
+
+def test_a_new_module_in_the_package_registers_without_an_import_line(tmp_path):
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "first_rows.py").write_text(PLUGIN.format(name="first-rows"))
+    # A folder added to the package's path stands in for a new file in src/s2l/selection/.
+    out = _python(f"import s2l.selection as s; s.__path__.append({str(extra)!r}); "
+                  "from s2l.selection import METHODS, make_selector; import numpy as np; "
+                  "print('first-rows' in METHODS, make_selector('first-rows', offset=2).fit(np.ones((6, 3))).select(2))",
+                  tmp_path, tmp_path)
+    assert "True ['2' '3']" in out
+
+
+def test_entry_points_of_other_packages_register_methods(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "my_plugin.py").write_text(PLUGIN.format(name="my-method"))
+    (site / "broken_plugin.py").write_text("raise RuntimeError('no luck')\n")
+    for name, module in (("my_plugin", "my_plugin"), ("broken_plugin", "broken_plugin")):
+        info = site / f"{name}-0.1.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+        (info / "entry_points.txt").write_text(f"[s2l.methods]\n{name} = {module}\n")
+    out = _python("from typer.testing import CliRunner; from s2l.cli import app; "
+                  "r = CliRunner().invoke(app, ['methods', 'my-method']); print(r.output); "
+                  "from s2l.selection import METHODS; print(sorted(METHODS)[:2], len(METHODS) > 15)",
+                  tmp_path, site)
+    assert "my-method  First rows first (a test plugin)" in out and "offset=0  rows to skip" in out
+    # The broken plugin is a warning naming it; every other method is still there.
+    assert "broken_plugin" in out and "no luck" in out and "True" in out
+
+
+def test_declared_fit_inputs_and_manifest_attributes():
+    assert make_selector("lp").needed_inputs() == ("texts",)
+    assert make_selector("lp", diversity=False).needed_inputs() == ()
+    assert make_selector("length-long").needed_inputs() == ("lengths",)
+    assert make_selector("s2l").needed_inputs() == ()
+    with pytest.raises(TypeError, match="takes no fit input texts"):
+        make_selector("s2l").fit(BASE, texts=["a"] * 5)
+    sel = make_selector("s2l", n_clusters=2).fit(table(BASE))
+    sel.select(3)
+    assert [k for k in sel.manifest_attributes if hasattr(sel, k)] == ["source_quotas_", "clusters_per_source_",
+                                                                        "snapshot_columns_"]
+
+
+@pytest.mark.parametrize("method, name, text, value", [
+    ("s2l", "n_clusters", "50", 50),
+    ("s2l", "standardize", "true", True),
+    ("s2l", "per_source", "off", False),
+    ("s2l", "snapshots", "1,2,3", [1, 2, 3]),
+    ("s2l", "snapshots", "all", "all"),
+    ("s2l", "sample_per_centroid", "none", None),
+    ("lp", "diversity_clusters", "12", 12),
+    ("lp", "embedding_model", "./my-model", "./my-model"),
+])
+def test_parameters_convert_from_text_by_their_type(method, name, text, value):
+    assert METHODS[method].parameter(name).convert(text) == value
+
+
+def test_bad_parameter_text_names_the_parameter():
+    with pytest.raises(InputError, match="expected a whole number, got 'many'") as e:
+        METHODS["s2l"].parse_params({"n_clusters": "many"})
+    assert e.value.parameter == "n_clusters"
+    with pytest.raises(InputError, match="expected none or a whole number, got .all."):
+        METHODS["s2l"].parameter("sample_per_centroid").convert("all")
+    with pytest.raises(InputError, match="does not take clusters"):
+        METHODS["s2l"].parse_params({"clusters": "3"})
+    with pytest.raises(InputError, match="fixes approx"):
+        METHODS["lp-app"].parameter("approx")

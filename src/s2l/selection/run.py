@@ -11,7 +11,6 @@ and renamed into place, so a failed or killed selection leaves no partial output
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import time
@@ -68,7 +67,8 @@ def load_trajectories(path: str | Path, snapshot_epochs: list[float] | None = No
         store = TrajectoryStore(path)
         manifest = store.manifest
         if snapshot_epochs is not None:
-            raise InputError("--snapshot-epochs is for tables; a run directory knows its snapshots' epochs", path)
+            raise InputError(f"snapshot epochs are for a table of losses; the run directory {path} knows its "
+                             "snapshots' epochs", parameter="snapshot_epochs")
         return LoadedTrajectories(store.load(), "run", path, store.fingerprint(), manifest)
     if path.suffix.lower() not in (".parquet", ".csv"):
         raise InputError("expected a run directory, or a .parquet or .csv table of losses", path)
@@ -78,10 +78,10 @@ def load_trajectories(path: str | Path, snapshot_epochs: list[float] | None = No
 def prepare_out(out: Path, force: bool) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not force:
-            raise InputError("the output directory exists and is not empty; choose another --out, or --force to replace "
-                             "a previous selection", out)
+            raise InputError("the output directory exists and is not empty; choose another, or replace a previous "
+                             "selection with force", out)
         if _manifest_kind(out / "manifest.json") != "selection":
-            raise InputError("--force replaces only a previous selection directory, and this is not one", out)
+            raise InputError("force replaces only a previous selection directory, and this is not one", out)
     parent = out.parent if str(out.parent) else Path(".")
     if parent.exists() and not os.access(parent, os.W_OK):
         raise InputError("cannot write here (permission denied)", parent)
@@ -104,8 +104,8 @@ def align(loaded: LoadedTrajectories, pool: Pool) -> tuple[Trajectories, np.ndar
     if missing:
         first = missing[0]
         line = first + 2 if loaded.kind == "table" and loaded.path.suffix.lower() == ".csv" else None
-        raise InputError(f"{len(missing)} trajectory ids are not in --data {pool.path} (first: {t.ids[first]!r}); "
-                         "is it the pool these losses were computed on, read with the same --id-column?",
+        raise InputError(f"{len(missing)} trajectory ids are not in the pool {pool.path} (first: {t.ids[first]!r}); "
+                         "is it the pool these losses were computed on, read with the same id_column?",
                          loaded.path, line)
     pool_rows = np.fromiter((position[i] for i in t.ids), dtype=np.int64, count=len(t.ids))
     order = np.argsort(pool_rows, kind="stable")
@@ -143,7 +143,7 @@ def run_selection(
     if data is None:
         data = (run.get("dataset") or {}).get("path")
         if data is None or not Path(data).exists():
-            raise InputError("--data is needed: the pool file the trajectories' ids refer to", "--data")
+            raise InputError("needed: the pool file the trajectories' ids refer to", parameter="data")
     if id_column is None:
         id_column = run.get("id_column")
     pool = load_pool(data, format=format or run.get("format") or "auto", template="none", id_column=id_column,
@@ -161,19 +161,36 @@ def run_selection(
 
 
 def _fit_inputs(selector: Selector, t: Trajectories, pool: Pool, pool_rows: np.ndarray) -> dict[str, Any]:
-    """Extra inputs a method takes besides the losses: texts to embed, response lengths."""
-    takes = inspect.signature(selector._fit).parameters
+    """The inputs besides the losses that the selector says it needs (`needed_inputs()`), from the pool."""
     inputs: dict[str, Any] = {}
-    if "texts" in takes and getattr(selector, "diversity", False):
-        from s2l.selection.embed import embedding_texts
-
-        texts = embedding_texts(pool)
-        inputs["texts"] = [texts[r] for r in pool_rows]
-    if "lengths" in takes and not np.asarray(t.n_tokens).any():
-        # A table without n_tokens: fall back to the response's length in characters.
-        inputs["lengths"] = np.asarray([_response_chars(pool.examples[r]) for r in pool_rows])
-        selector.length_unit_ = "characters"
+    for name in selector.needed_inputs():
+        if name not in INPUTS:
+            raise TypeError(f"{selector.name} needs the fit input {name!r}, which s2l select cannot supply "
+                            f"(it supplies: {', '.join(INPUTS)})")
+        value = INPUTS[name](selector, t, pool, pool_rows)
+        if value is not None:
+            inputs[name] = value
     return inputs
+
+
+def _texts(selector: Selector, t: Trajectories, pool: Pool, pool_rows: np.ndarray) -> list[str]:
+    """Each example's request as the embedding model should see it (no template boilerplate)."""
+    from s2l.selection.embed import embedding_texts
+
+    texts = embedding_texts(pool)
+    return [texts[r] for r in pool_rows]
+
+
+def _lengths(selector: Selector, t: Trajectories, pool: Pool, pool_rows: np.ndarray) -> np.ndarray | None:
+    """Response lengths: None (the method reads the trajectories' token counts) unless a table has none;
+    then the response's length in characters."""
+    if np.asarray(t.n_tokens).any():
+        return None
+    selector.length_unit_ = "characters"
+    return np.asarray([_response_chars(pool.examples[r]) for r in pool_rows])
+
+
+INPUTS = {"texts": _texts, "lengths": _lengths}  # what s2l select can give a method besides its trajectories
 
 
 def _response_chars(example) -> int:
@@ -193,9 +210,7 @@ def _manifest(selector: Selector, budget, loaded: LoadedTrajectories, pool: Pool
         excluded[NO_TRAJECTORY] = no_trajectory
     if pool.duplicates:
         excluded[DUPLICATE] = len(pool.duplicates)
-    learned = {k: _plain(getattr(selector, k)) for k in ("source_quotas_", "clusters_per_source_", "epoch_columns_",
-                                                         "snapshot_columns_", "length_unit_",
-                                                         "diversity_clusters_") if hasattr(selector, k)}
+    learned = {k: _plain(getattr(selector, k)) for k in selector.manifest_attributes if hasattr(selector, k)}
     return {
         "kind": "selection",
         "s2l_version": __version__,

@@ -21,7 +21,7 @@ import numpy as np
 
 from s2l.errors import InputError
 from s2l.selection.base import Selector, register
-from s2l.selection.clustering import kmeans
+from s2l.selection.clustering import BACKENDS, kmeans
 from s2l.trajectories.matrix import Trajectories
 
 SMALL_CLUSTER = 2  # clusters of this many members or fewer come last
@@ -87,8 +87,11 @@ class S2L(Selector):
         seed                 K-means initialisation, training sample and the draws inside clusters
     """
 
-    def __init__(self, n_clusters: int = 100, per_source: bool = True, snapshots="trained", standardize: bool = False,
-                 n_iter: int = 20, sample_per_centroid: int | None = 256, backend: str = "faiss", seed: int = 0):
+    manifest_attributes = ("source_quotas_", "clusters_per_source_", "snapshot_columns_")
+
+    def __init__(self, n_clusters: int = 100, per_source: bool = True, snapshots: str | list[int] = "trained",
+                 standardize: bool = False, n_iter: int = 20, sample_per_centroid: int | None = 256,
+                 backend: str = "faiss", seed: int = 0):
         self.n_clusters = n_clusters
         self.per_source = per_source
         self.snapshots = snapshots
@@ -100,7 +103,10 @@ class S2L(Selector):
 
     def _fit(self, t: Trajectories) -> None:
         if self.n_clusters < 1:
-            raise InputError(f"the number of clusters must be at least 1, got {self.n_clusters}", "--clusters")
+            raise InputError(f"the number of clusters must be at least 1, got {self.n_clusters}", parameter="n_clusters")
+        if self.backend not in BACKENDS:
+            raise InputError(f"unknown K-means backend {self.backend!r}; choose one of {', '.join(BACKENDS)}",
+                             parameter="backend")
         columns = snapshot_columns(self.snapshots, t.losses.shape[1])
         features = t.losses[:, columns]
         rows = self._selectable_rows()
@@ -115,7 +121,7 @@ class S2L(Selector):
                 self.warnings_.append(
                     f"{'source ' + repr(name) if name else 'the pool'} has {len(members)} examples for {self.n_clusters} "
                     f"clusters: with clusters of 2 or fewer members S2L is close to random sampling; "
-                    f"--clusters {max(1, len(members) // 20)} would give about 20 per cluster")
+                    f"n_clusters={max(1, len(members) // 20)} would give about 20 per cluster")
             # One seed stream per source, so adding a source does not change the others' clusters.
             result = kmeans(features[members], self.n_clusters, n_iter=self.n_iter, seed=self.seed + g,
                             sample_per_centroid=self.sample_per_centroid, backend=self.backend)
@@ -153,8 +159,15 @@ def snapshot_columns(snapshots, n_columns: int) -> list[int]:
     elif snapshots == "all":
         columns = list(range(n_columns))
     else:
-        columns = [int(c) for c in snapshots]
+        try:
+            if isinstance(snapshots, str):
+                raise ValueError(snapshots)
+            columns = [int(c) for c in snapshots]
+        except (TypeError, ValueError):
+            raise InputError(f"snapshots must be trained, all or a list of column numbers, got {snapshots!r}",
+                             parameter="snapshots") from None
         bad = [c for c in columns if not 0 <= c < n_columns]
         if bad or not columns:
-            raise InputError(f"snapshot columns {bad or columns} are out of range 0…{n_columns - 1}", "--snapshots")
+            raise InputError(f"snapshot columns {bad or columns} are out of range 0…{n_columns - 1}",
+                             parameter="snapshots")
     return columns
