@@ -98,14 +98,21 @@ def test_embedding_texts_alpaca(tmp_path):
     ])
     pool = load_pool(path)
     assert pool.format == "alpaca"
-    assert embedding_texts(pool) == ["Translate to French.\nGood morning", "Name a prime number.", "Add the numbers."]
+    # The LP reference's text (Small2Large clustering.py:33): instruction and input joined by a space, then the output.
+    assert embedding_texts(pool) == ["Instruction: Translate to French. Good morning Response: Bonjour",
+                                     "Instruction: Name a prime number. Response: 7",
+                                     "Instruction: Add the numbers. Response: 5"]
+    assert embedding_texts(pool, "request") == ["Translate to French.\nGood morning", "Name a prime number.",
+                                                "Add the numbers."]
 
 
 def test_embedding_texts_mathinstruct(math_pool):
     pool = load_pool(math_pool)
-    texts = embedding_texts(pool)
+    texts = embedding_texts(pool, "request")
     assert len(texts) == len(pool.examples)
     assert texts[0] == pool.records[pool.examples[0].index].data["instruction"]
+    first = pool.records[pool.examples[0].index].data
+    assert embedding_texts(pool)[0] == f"Instruction: {first['instruction'].strip()} Response: {first['output'].strip()}"
     assert not any("### Instruction" in t for t in texts)
 
 
@@ -116,7 +123,9 @@ def test_embedding_texts_prompt_response(tmp_path):
     ])
     pool = load_pool(path)
     assert pool.format == "prompt-response"
-    assert embedding_texts(pool) == ["Why is the sky blue?", "Say hi."]
+    assert embedding_texts(pool, "request") == ["Why is the sky blue?", "Say hi."]
+    assert embedding_texts(pool) == ["Instruction: Why is the sky blue? Response: Rayleigh scattering.",
+                                     "Instruction: Say hi. Response: hi"]
 
 
 def test_embedding_texts_chat(tmp_path):
@@ -130,7 +139,8 @@ def test_embedding_texts_chat(tmp_path):
     ])
     pool = load_pool(path)
     assert pool.format == "chat"
-    assert embedding_texts(pool) == ["Hello\nWhat is 3*3?", "Ping"]
+    assert embedding_texts(pool, "request") == ["Hello\nWhat is 3*3?", "Ping"]
+    assert embedding_texts(pool) == ["Instruction: Hello\nWhat is 3*3? Response: Hi.\n9", "Instruction: Ping Response: Pong"]
 
 
 def test_embeddings_are_cached_by_model_and_texts(packaged, tmp_path, monkeypatch):

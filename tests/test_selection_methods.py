@@ -417,7 +417,10 @@ def test_any_method_delivers_exactly_the_budget(method, data):
     assert (again == ids).all()
 
 
-def test_lp_diversity_meets_every_budget_with_shares_proportional_to_cluster_sizes():
+def test_lp_diversity_meets_every_budget_serving_every_cluster_then_in_proportion():
+    """The exact budget in the reference's spirit: with at least one per cluster to give, every cluster gives
+    one and the rest is shared in proportion to what each has left (largest remainders up); with fewer, the
+    clusters whose hardest member is hardest give one each. Inside a cluster, its lowest LPs."""
     rng = np.random.default_rng(0)
     t = table(rng.random((97, 3)), snapshots=EPOCHS_0_TO_2)
     sel = make_selector("lp", diversity_clusters=7).fit(t, embeddings=rng.random((97, 5)))
@@ -425,24 +428,50 @@ def test_lp_diversity_meets_every_budget_with_shares_proportional_to_cluster_siz
     rows = np.flatnonzero(sel.excluded_ == "")
     clusters = np.unique(sel.labels_[rows])
     sizes = np.array([(sel.labels_[rows] == c).sum() for c in clusters])
+    hardest = np.array([np.nanmin(sel.scores_[rows[sel.labels_[rows] == c]]) for c in clusters])
     assert len(clusters) == 7 and len(set(sizes.tolist())) > 1  # unequal clusters: shares are not all alike
     for budget in range(1, len(rows) + 1):
         chosen = np.zeros(len(t.ids), bool)
         chosen[[int(i[1:]) for i in sel.select(budget)]] = True
         assert chosen.sum() == budget
-        # Each cluster gives its exact share size * budget / total rounded down or up, the largest remainders up.
-        exact = sizes * budget / sizes.sum()
         counts = np.array([chosen[rows][sel.labels_[rows] == c].sum() for c in clusters])
-        rounded_up = counts == np.floor(exact) + 1
-        assert (rounded_up | (counts == np.floor(exact))).all(), (budget, counts, exact)
-        remainders = exact - np.floor(exact)
-        if rounded_up.any() and not rounded_up.all():
-            assert remainders[rounded_up].min() >= remainders[~rounded_up].max(), (budget, counts, exact)
-        # ... and inside a cluster, its lowest LPs.
+        if budget < len(clusters):
+            assert set(np.flatnonzero(counts == 1)) == set(np.argsort(hardest)[:budget]) and counts.max() == 1
+        else:
+            assert (counts >= 1).all(), (budget, counts)
+            exact = (sizes - 1) * (budget - len(clusters)) / (sizes - 1).sum()
+            extra = counts - 1
+            rounded_up = extra == np.floor(exact) + 1
+            assert (rounded_up | (extra == np.floor(exact))).all(), (budget, counts, exact)
+            remainders = exact - np.floor(exact)
+            if rounded_up.any() and not rounded_up.all():
+                assert remainders[rounded_up].min() >= remainders[~rounded_up].max(), (budget, counts, exact)
         for c in clusters:
             members = rows[sel.labels_[rows] == c]
             taken, left = sel.scores_[members[chosen[members]]], sel.scores_[members[~chosen[members]]]
             assert not len(taken) or not len(left) or taken.max() < left.min(), (budget, c)
+
+
+def test_lp_reference_allocation_keeps_the_first_array_split_chunk_and_reports_the_overshoot():
+    from s2l.selection.lp import reference_counts
+
+    # Small2Large subset.py:129: np.array_split(cluster, round(100 / percentage))[0] → ceil(size / parts).
+    assert reference_counts([6, 4], 5).tolist() == [3, 2]  # parts = round(10 / 5) = 2
+    assert reference_counts([50, 30, 20, 1], 1).tolist() == [1, 1, 1, 1]  # 1%: every cluster gives one
+    assert reference_counts([50, 30, 20, 1], 10).tolist() == [5, 3, 2, 1]  # parts = 10: 11 for a budget of 10
+    lp = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.05, 0.7, 0.8, 0.9])
+    losses = np.log(np.column_stack([np.full(10, 4.0), 4.0 - 3.0 * lp, np.ones(10)]))
+    embeddings = np.zeros((10, 2), np.float32)
+    embeddings[6:, 0] = 10.0
+    sel = make_selector("lp", diversity_clusters=2, allocation="reference").fit(
+        table(losses, snapshots=EPOCHS_0_TO_2), embeddings=embeddings)
+    assert sel.select(1).tolist() == ["e0", "e6"]  # one per cluster: 2 for a budget of 1
+    assert sel.delivered_ == 2 and "2 examples for a budget of 1 (+1)" in sel.warnings_[-1]
+    exact = make_selector("lp", diversity_clusters=2).fit(table(losses, snapshots=EPOCHS_0_TO_2), embeddings=embeddings)
+    assert exact.select(1).tolist() == ["e6"]  # the cluster whose hardest member (LP 0.05) is hardest
+    with pytest.raises(InputError) as e:
+        make_selector("lp", allocation="roughly", diversity=False).fit(table(losses, snapshots=EPOCHS_0_TO_2))
+    assert e.value.parameter == "allocation"
 
 
 # -- the registry finds methods itself ---------------------------------------------------------------------------

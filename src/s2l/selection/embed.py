@@ -112,18 +112,28 @@ def embed_texts(texts: list[str], model: str | None = None, batch_size: int = 64
     return out
 
 
-def embedding_texts(pool: Pool) -> list[str]:
-    """The request of each example of the pool, without the prompt template around it."""
+def embedding_texts(pool: Pool, kind: str = "reference") -> list[str]:
+    """The text embedded for each example of the pool, without the prompt template around it.
+
+    "reference": the LP paper's code (Small2Large `clustering.py:33`),
+    `Instruction: {instruction} {input} Response: {output}`, each part stripped; "request": the request only."""
     texts = []
     for example in pool.examples:
         data = pool.records[example.index].data
         if pool.format == "chat":
-            texts.append("\n".join(m["content"] for m in data["messages"] if m.get("role") == "user"))
+            turns = [(m.get("role"), str(m.get("content") or "")) for m in data["messages"]]
+            request = "\n".join(content for role, content in turns if role == "user")
+            response = "\n".join(content for role, content in turns if role == "assistant")
         elif pool.format == "prompt-response":
-            texts.append(data["prompt"])
+            request, response = str(data["prompt"]), str(data.get("response", data.get("completion")) or "")
         else:  # alpaca, mathinstruct
-            instruction, input_text = data["instruction"], data.get("input") or ""
-            texts.append(f"{instruction}\n{input_text}" if input_text else instruction)
+            instruction, input_text = str(data["instruction"]), str(data.get("input") or "")
+            if kind == "reference":
+                request = (instruction.strip() + " " + input_text.strip()).strip()
+            else:
+                request = f"{instruction}\n{input_text}" if input_text else instruction
+            response = str(data.get("output") or "")
+        texts.append(f"Instruction: {request.strip()} Response: {response.strip()}" if kind == "reference" else request)
     return texts
 
 

@@ -26,6 +26,8 @@ from s2l.selection.clustering import kmeans
 from s2l.trajectories.matrix import Trajectories
 
 ZERO_DENOMINATOR = "zero_denominator"
+EMBEDDING_TEXTS = ("reference", "request")
+ALLOCATIONS = ("exact", "reference")
 NOT_FINITE = "lp_not_finite"
 EXAMPLES_PER_CLUSTER = 50  # the paper: K = 1000 for Alpaca's 52K examples
 
@@ -72,6 +74,29 @@ def proportional_counts(sizes, budget: int) -> np.ndarray:
     return counts
 
 
+def every_cluster_counts(sizes, budget: int, hardest_rank) -> np.ndarray:
+    """The reference's spirit at the exact budget: every non-empty cluster gives at least one when the
+    budget allows (the rest shared in proportion to what each has left, `proportional_counts`); with fewer
+    than one per cluster, the clusters whose hardest member ranks first give one each."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    present = np.flatnonzero(sizes > 0)
+    counts = np.zeros(len(sizes), dtype=np.int64)
+    if budget < len(present):
+        served = present[np.argsort(np.asarray(hardest_rank)[present], kind="stable")[:budget]]
+        counts[served] = 1
+        return counts
+    counts[present] = 1
+    return counts + proportional_counts(np.maximum(sizes - 1, 0), budget - len(present))
+
+
+def reference_counts(sizes, budget: int) -> np.ndarray:
+    """The reference's counts (Small2Large `subset.py:129`): the first of `round(N / budget)` np.array_split
+    chunks of each cluster, i.e. ceil(size / parts), at least one from every non-empty cluster."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    parts = max(1, round(int(sizes.sum()) / budget))
+    return -(-sizes // parts)
+
+
 @register("lp-app", "Approximate learning percentage LP_app(1) = (P0 - P1) / P0: needs one epoch only", approx=True)
 @register("lp", "Learning percentage LP(1): the hardest examples (least learnt in epoch 1), inside embedding clusters", approx=False)
 class LearningPercentage(RankingSelector):
@@ -81,6 +106,10 @@ class LearningPercentage(RankingSelector):
         diversity            take the lowest-LP share inside each embedding cluster (the paper's code)
         diversity_clusters   K for the embeddings (default: 1000, or one per 50 examples in smaller pools)
         embedding_model      sentence-embedding model (default: the packaged all-MiniLM-L6-v2)
+        embedding_text       what is embedded: "reference" (Instruction: … Response: …, the paper's code) or "request"
+        allocation           "exact": the budget exactly, every cluster served first (the hardest-led clusters when
+                             the budget is smaller than their number); "reference": the first of round(N / budget)
+                             chunks of each cluster, as the paper's code (overshoots the budget, reported)
         seed                 K-means initialisation and training sample
     fit(trajectories, sources=None, embeddings=None, texts=None): with diversity on, pass the
     examples' embeddings, or their texts to embed.
@@ -91,19 +120,25 @@ class LearningPercentage(RankingSelector):
     manifest_attributes = ("epoch_columns_", "diversity_clusters_")
 
     def __init__(self, approx: bool = False, epoch: int = 1, diversity: bool = True,
-                 diversity_clusters: int | None = None,
-                 embedding_model: str | None = None, seed: int = 0):
+                 diversity_clusters: int | None = None, embedding_model: str | None = None,
+                 embedding_text: str = "reference", allocation: str = "exact", seed: int = 0):
         self.approx = approx
         self.epoch = epoch
         self.diversity = diversity
         self.diversity_clusters = diversity_clusters
         self.embedding_model = embedding_model
+        self.embedding_text = embedding_text
+        self.allocation = allocation
         self.seed = seed
 
     def needed_inputs(self) -> tuple[str, ...]:
         return ("texts",) if self.diversity else ()  # `s2l select` supplies texts; embeddings are for the API
 
     def _fit(self, t: Trajectories, embeddings=None, texts=None) -> None:
+        for name, value, choices in (("embedding_text", self.embedding_text, EMBEDDING_TEXTS),
+                                     ("allocation", self.allocation, ALLOCATIONS)):
+            if value not in choices:
+                raise InputError(f"unknown value {value!r}; choose one of {', '.join(choices)}", parameter=name)
         first, after, last = epoch_columns(t.snapshots, self.epoch)
         if not self.approx and last == first:
             raise InputError("LP needs a snapshot after training (P_n); use lp-app for one epoch", parameter="method")
@@ -144,7 +179,18 @@ class LearningPercentage(RankingSelector):
             return ranked[:count]
         labels = self.labels_[ranked]
         sizes = np.bincount(labels, minlength=len(self.cluster_centers_))
-        quotas = proportional_counts(sizes, count)
+        if self.allocation == "reference":
+            quotas = reference_counts(sizes, count)
+            self.delivered_ = int(quotas.sum())
+            if self.delivered_ != count:
+                self.warnings_.append(
+                    f"allocation=reference keeps the first of {max(1, round(sizes.sum() / count))} chunks of every "
+                    f"cluster, as the reference code: {self.delivered_} examples for a budget of {count} "
+                    f"({self.delivered_ - count:+d})")
+        else:
+            first_position = np.full(len(sizes), len(ranked))  # where each cluster's hardest member ranks
+            np.minimum.at(first_position, labels, np.arange(len(ranked)))
+            quotas = every_cluster_counts(sizes, count, first_position)
         self.cluster_quotas_ = quotas
         # Position of each row within its cluster's ranking; keep those under the cluster's quota.
         rank_in_cluster = np.empty(len(ranked), dtype=np.int64)

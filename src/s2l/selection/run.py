@@ -177,7 +177,7 @@ def _texts(selector: Selector, t: Trajectories, pool: Pool, pool_rows: np.ndarra
     """Each example's request as the embedding model should see it (no template boilerplate)."""
     from s2l.selection.embed import embedding_texts
 
-    texts = embedding_texts(pool)
+    texts = embedding_texts(pool, getattr(selector, "embedding_text", "reference"))
     return [texts[r] for r in pool_rows]
 
 
