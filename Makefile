@@ -1,4 +1,4 @@
-# The README's first commands: `make quickstart`, `make test` and `make test-fast`. Both set up .venv themselves.
+# The README's first commands: `make quickstart`, `make test` and `make test-fast`. All set up .venv themselves.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
