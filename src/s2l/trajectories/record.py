@@ -35,7 +35,7 @@ from s2l.fine_tuning import FineTuning, latest_state, step_counts
 from s2l.fileio import check_writable, directory_lock, fault_point, folder_bytes, is_url, write_json_atomic
 from s2l.models import default_device, load_model, load_tokenizer, resolve, revision, torch_dtype
 from s2l.progress import make_progress
-from s2l.trajectories.scoring import score_examples
+from s2l.trajectories.scoring import score_columns
 from s2l.trajectories.store import TrajectoryStore
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,8 @@ def score_snapshot(model, tokenized: Sequence[TokenizedExample], store: Trajecto
                    config: ScoreConfig, progress=None, group: ProcessGroup = ProcessGroup(),
                    scoring_model: ScoringModel | None = None) -> None:
     """Score every shard of `snapshot` that is not complete yet, one cell at a time (with several
-    processes, this process's share of them). Pass one `scoring_model` for a whole run."""
+    processes, this process's share of them): the loss and the top-1 probability. Pass one `scoring_model`
+    for a whole run."""
     n_shards = math.ceil(len(tokenized) / config.shard_size) or 1
     all_missing = store.missing_shards(snapshot, n_shards)
     missing = group.my_shards(all_missing)
@@ -173,8 +174,9 @@ def score_snapshot(model, tokenized: Sequence[TokenizedExample], store: Trajecto
             if progress:
                 progress.advance(task, k)
 
-        losses, n_tokens = score_examples(scorer, members, config.max_batch_tokens, config.max_batch_size, on_batch)
-        store.write_cell(snapshot, shard, [t.example_id for t in members], losses, n_tokens)
+        losses, n_tokens, measures = score_columns(scorer, members, config.max_batch_tokens, config.max_batch_size,
+                                                   on_batch)
+        store.write_cell(snapshot, shard, [t.example_id for t in members], losses, n_tokens, **measures)
     if progress:
         progress.update(task, completed=todo)
     del scorer
