@@ -72,7 +72,7 @@ def test_visit_columns_keep_no_top1_probability(in_training_run):
 
     t = in_training_run.load()
     assert np.isnan(t.confidence[:, 1:3]).all()
-    assert np.isfinite(t.confidence[:, [0, 3]]).all()
+    assert np.isfinite(t.confidence[:, [0, 3]]).all() and t.loss_alone is None
     sel = make_selector("least-confidence").fit(t)
     np.testing.assert_array_equal(sel.scores_, t.confidence[:, 3])
     with pytest.raises(InputError, match="in-training visit column"):

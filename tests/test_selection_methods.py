@@ -18,7 +18,7 @@ from s2l.trajectories.matrix import Trajectories
 EPOCHS_0_TO_2 = [{"epoch": 0.0}, {"epoch": 1.0}, {"epoch": 2.0}]
 
 
-def table(losses, sources=None, n_tokens=None, snapshots=None, confidence=None) -> Trajectories:
+def table(losses, sources=None, n_tokens=None, snapshots=None, confidence=None, loss_alone=None) -> Trajectories:
     losses = np.asarray(losses, dtype=np.float64)
     n = len(losses)
     as_matrix = lambda a: None if a is None else np.asarray(a, dtype=np.float64)  # noqa: E731
@@ -27,7 +27,7 @@ def table(losses, sources=None, n_tokens=None, snapshots=None, confidence=None) 
         n_tokens=np.asarray(n_tokens if n_tokens is not None else [10] * n),
         sources=None if sources is None else np.asarray(sources, dtype=object),
         snapshots=snapshots if snapshots is not None else [{"epoch": float(k)} for k in range(losses.shape[1])],
-        confidence=as_matrix(confidence))
+        confidence=as_matrix(confidence), loss_alone=as_matrix(loss_alone))
 
 
 # -- budgets ------------------------------------------------------------------------------------------------
@@ -279,6 +279,100 @@ def test_least_confidence_reads_the_top1_probability_and_refuses_without_it():
         make_selector("least-confidence").fit(table(BASE, confidence=blank))
 
 
+# IFD = loss with the prompt / loss alone, at snapshot 0 (BASE[:, 0]: 3.0, 3.0, 1.0, 4.0, 2.0).
+ALONE = np.array([
+    [4.0, 0, 0],  # e0: 0.75
+    [3.0, 0, 0],  # e1: 1.0 exactly: excluded
+    [2.0, 0, 0],  # e2: 0.5
+    [4.2, 0, 0],  # e3: 0.952…
+    [1.0, 0, 0],  # e4: 2.0: excluded
+])
+
+
+def test_ifd_keeps_the_highest_below_one_with_the_exact_budget():
+    sel = make_selector("ifd").fit(table(BASE, loss_alone=ALONE))
+    np.testing.assert_allclose(sel.details_["ifd"], BASE[:, 0] / ALONE[:, 0])
+    assert sel.excluded_.tolist() == ["", "ifd_at_least_1", "", "", "ifd_at_least_1"]
+    assert sel.exclusion_counts() == {"ifd_at_least_1": 2}
+    assert sel.select(1).tolist() == ["e3"]
+    assert sel.select(2).tolist() == ["e0", "e3"]
+    assert sel.select(3).tolist() == ["e0", "e2", "e3"]
+    with pytest.raises(InputError, match="this method can use 3"):
+        sel.select(4)
+    assert sel.select(0.6).tolist() == ["e0", "e2", "e3"]  # 60% of the 5 usable: 3
+    # The ratio of perplexities (Superfiltering's code) excludes the same and ranks by the loss difference:
+    # exp(-1) (e0), exp(-1) (e2), exp(-0.2) (e3).
+    ppl = make_selector("ifd", ratio="perplexity").fit(table(BASE, loss_alone=ALONE))
+    assert ppl.exclusion_counts() == {"ifd_at_least_1": 2} and ppl.select(2).tolist() == ["e0", "e3"]
+    np.testing.assert_allclose(ppl.scores_[[0, 2]], np.exp(-1.0))
+    # Another snapshot, and an example whose response alone had nothing to score (a one-token response, no BOS).
+    alone = ALONE.copy()
+    alone[:, -1] = [2.0, 1.0, 0.25, 0.5, 4.0]  # final losses 1.0, 2.0, 0.5, 0.2, 3.0: IFD 0.5, 2, 2, 0.4, 0.75
+    alone[0, 0] = np.nan
+    tokens = [1, 10, 10, 10, 10]
+    final = make_selector("ifd", snapshot=-1).fit(table(BASE, n_tokens=tokens, loss_alone=alone))
+    assert final.select(2).tolist() == ["e0", "e4"]
+    first = make_selector("ifd").fit(table(BASE, n_tokens=tokens, loss_alone=alone))
+    assert first.exclusion_counts() == {"ifd_at_least_1": 2, "ifd_not_finite": 1}
+    with pytest.raises(InputError, match="--ifd"):
+        make_selector("ifd").fit(table(BASE))
+    with pytest.raises(InputError, match="unknown ratio"):
+        make_selector("ifd", ratio="odds").fit(table(BASE, loss_alone=ALONE))
+
+
+def test_cartography_confidence_and_variability_by_hand():
+    sel = make_selector("cartography-ambiguous").fit(table(BASE))
+    p = np.exp(-BASE[:, 1:])  # the trained snapshots
+    np.testing.assert_allclose(sel.details_["confidence"], p.mean(axis=1))
+    np.testing.assert_allclose(sel.details_["variability"], p.std(axis=1))
+    # variability |e^-a - e^-b| / 2: e3 (e^-1 vs e^-0.2) is the most variable, then e0 (e^-2 vs e^-1).
+    assert sel.select(2).tolist() == ["e0", "e3"]
+    assert make_selector("cartography-hard").fit(table(BASE)).select(1).tolist() == ["e4"]
+    assert make_selector("cartography-easy").fit(table(BASE)).select(1).tolist() == ["e3"]
+
+
+def test_random_and_source_random():
+    t = table(np.ones((30, 3)), sources=["a"] * 20 + ["b"] * 7 + ["c"] * 3)
+    a = make_selector("random", seed=1).fit(t).select(10)
+    assert (a == make_selector("random", seed=1).fit(t).select(10)).all()
+    assert set(a) != set(make_selector("random", seed=2).fit(t).select(10))
+    sr = make_selector("source-random", seed=0).fit(t)
+    ids = sr.select(12)
+    # c (3) gives all 3 of its share 4; then b 9 // 2 = 4; a the last 5.
+    counts = {s: sum(t.sources[int(i[1:])] == s for i in ids) for s in "abc"}
+    assert counts == {"a": 5, "b": 4, "c": 3}
+
+
+def test_cluster_random_keeps_s2l_counts_with_its_own_draw():
+    rng = np.random.default_rng(0)
+    t = table(rng.random((200, 4)), sources=["a"] * 150 + ["b"] * 50)
+    s2l = make_selector("s2l", n_clusters=5).fit(t)
+    cr = make_selector("cluster-random", n_clusters=5).fit(t)
+    assert (s2l.labels_ == cr.labels_).all()
+    a, b = s2l.select(40), cr.select(40)
+    assert (s2l.cluster_quotas_ == cr.cluster_quotas_).all()
+    assert set(a) != set(b)
+
+
+def test_unknown_method_and_options_are_clear_errors():
+    with pytest.raises(InputError, match="unknown method"):
+        make_selector("nope")
+    with pytest.raises(InputError, match="does not take n_clusters"):
+        make_selector("random", n_clusters=3)
+
+
+def test_selectors_follow_the_estimator_contract():
+    sel = make_selector("s2l", n_clusters=7, seed=3)
+    assert sel.get_params()["n_clusters"] == 7 and not hasattr(sel, "labels_")
+    with pytest.raises(RuntimeError, match="not fitted"):
+        sel.select(1)
+    assert make_selector("perplexity-mid").get_params() == {"snapshot": -1, "seed": 0}
+    assert make_selector("lp-app").get_params()["approx"] is True
+    # A plain array works too; ids are the row numbers.
+    ids = make_selector("learnability").fit(BASE).select(1)
+    assert ids.tolist() == ["3"]
+
+
 # -- the contract, for every method and budget -----------------------------------------------------------------
 @st.composite
 def pools(draw):
@@ -293,7 +387,7 @@ def pools(draw):
     measure = lambda low, high: np.asarray(draw(st.lists(st.lists(st.floats(low, high), min_size=columns,  # noqa: E731
                                                                   max_size=columns), min_size=n, max_size=n)))
     return table(losses, sources, lengths, [{"epoch": float(k)} for k in range(columns)],
-                 confidence=measure(0.0, 1.0))
+                 confidence=measure(0.0, 1.0), loss_alone=measure(0.0, 8.0))
 
 
 @pytest.mark.parametrize("method", list(METHODS))

@@ -4,7 +4,8 @@ The table has `example_id`, `source`, `n_tokens` and one column per snapshot `lo
 (snapshot 0 is the untrained base model). It is what `s2l export` writes and what selection reads,
 so losses computed elsewhere can be brought in the same way. The measures a store keeps besides the
 loss go in the same way, when there are any: `top1_prob_0 … top1_prob_T` (the mean top-1 token probability,
-least-confidence's); empty or NaN where a snapshot has none.
+least-confidence's) and `loss_alone_0 … loss_alone_T` (the response's loss without its prompt, IFD's);
+empty or NaN where a snapshot has none.
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ from s2l.errors import InputError
 LOSS_COLUMN = re.compile(r"^loss_(\d+)$")
 SNAPSHOTS_METADATA = b"s2l.snapshots"  # the run's snapshot list, kept in an exported parquet table
 # Measures besides the loss: the attribute, and its columns' prefix in a table (the store's cell column).
-TABLE_MEASURES = {"confidence": "top1_prob"}
+TABLE_MEASURES = {"confidence": "top1_prob", "loss_alone": "loss_alone"}
 # For the messages of the methods that need a measure: what it is, why a store may lack it, what makes it.
 MEASURE_HELP = {
     "confidence": ("the mean top-1 token probability (top1_prob)", "a store recorded before s2l kept it",
                    "score the pool again into a new run: `s2l score --data POOL --checkpoint CKPT ... --out NEW` with "
                    "the run's checkpoints (`record --keep-checkpoints` keeps them), or `s2l record` into a new --out"),
+    "loss_alone": ("each response's loss without its prompt (loss_alone)", "a store recorded without --ifd",
+                   "score with --ifd into a new run: `s2l score --ifd --data POOL --checkpoint PROXY --out NEW` (the "
+                   "base proxy alone gives snapshot 0), or `s2l record --ifd` into a new --out"),
 }
 
 
@@ -41,6 +45,7 @@ class Trajectories:
     # Mean top-1 token probability over the response positions, per example and snapshot: the proxy's
     # confidence in its own predictions. (N, T+1), NaN where a cell has none; None when nothing has it.
     confidence: np.ndarray | None = None
+    loss_alone: np.ndarray | None = None  # (N, T+1): the response's loss without its prompt (`ifd` runs)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -55,11 +60,15 @@ class Trajectories:
         """These rows (every per-example array), in this order."""
         pick = lambda a: None if a is None else np.asarray(a)[rows]  # noqa: E731
         return dataclasses.replace(self, ids=self.ids[rows], losses=self.losses[rows], n_tokens=pick(self.n_tokens),
-                                   sources=pick(self.sources), confidence=pick(self.confidence))
+                                   sources=pick(self.sources), confidence=pick(self.confidence),
+                                   loss_alone=pick(self.loss_alone))
 
     def measure(self, name: str, column: int, method: str, usable: np.ndarray) -> np.ndarray:
-        """Column `column` of the measure `name` ("confidence") for a method that needs it; an InputError
-        saying what makes it when the trajectories lack it for any `usable` row, never a stand-in."""
+        """Column `column` of the measure `name` ("confidence", "loss_alone") for a method that needs it; an
+        InputError saying what makes it when the trajectories lack it for any `usable` row, never a stand-in.
+
+        The one NaN a scored cell holds for an example with response tokens: `loss_alone` of a one-token
+        response with no BOS before it (nothing to predict it from); the method excludes those."""
         what, why, fix = MEASURE_HELP[name]
         values = getattr(self, name)
         if values is None:
@@ -71,7 +80,8 @@ class Trajectories:
             raise InputError(f"{method}: snapshot {column} ({snapshot.get('label')}) is an in-training visit column, "
                              f"which keeps only the loss of the training pass, not {what}; choose a scored column "
                              "(the base model or the final pass)", "--trajectories")
-        lacking = usable & ~np.isfinite(values[:, column])
+        unscorable = (np.asarray(self.n_tokens) <= 1) if name == "loss_alone" else np.zeros(len(usable), dtype=bool)
+        lacking = usable & ~np.isfinite(values[:, column]) & ~unscorable
         if lacking.any():
             raise InputError(f"{method} needs {what} at snapshot {column}, which {int(lacking.sum())} example(s) lack "
                              "(its cells were written without it, or, in a run resumed across s2l versions, some of "

@@ -67,7 +67,7 @@ class CellScorer:
                 members = self.tokenized[shard * size:(shard + 1) * size]
                 losses, n_tokens, measures = score_columns(self.model, members, self.config.max_batch_tokens,
                                                            self.config.max_batch_size,
-                                                           lambda k: fault_point("scoring batch"))
+                                                           lambda k: fault_point("scoring batch"), self.config.ifd)
                 self.store.write_cell(snapshot, shard, [t.example_id for t in members], losses, n_tokens, **measures)
             rows.append(len(self.tokenized[shard * size:(shard + 1) * size]))
         return {"snapshot": batch["snapshot"], "shard": batch["shard"], "rows": np.asarray(rows)}

@@ -9,7 +9,8 @@ Two things make it fast:
 
 For the store, `score_columns` also keeps, from the same logits, each example's mean top-1 probability
 (the probability of the model's own most likely next token, averaged over the response positions:
-least-confidence ranks by it).
+least-confidence ranks by it), and optionally scores each response alone, with no prompt before it
+(`loss_alone`: the denominator of instruction-following difficulty, IFD).
 """
 
 from __future__ import annotations
@@ -131,13 +132,40 @@ def score_columns(
     max_batch_tokens: int = ScoreConfig.max_batch_tokens,
     max_batch_size: int = ScoreConfig.max_batch_size,
     on_batch: Callable[[int], None] | None = None,
+    ifd: bool = ScoreConfig.ifd,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """What a store cell holds: `score_examples`' losses and token counts, and the further columns by name:
-    `top1_prob`, each example's mean over its loss-carrying positions of the model's top-1 probability."""
+    `top1_prob`, each example's mean over its loss-carrying positions of the model's top-1 probability; with
+    `ifd`, `loss_alone`, the mean loss of the same tokens scored with no prompt (`response_alone`)."""
     losses, top1_probs, n_tokens = _example_means(model, examples, max_batch_tokens, max_batch_size, on_batch,
                                                   top1=True)
     columns = {"top1_prob": top1_probs}
+    if ifd:
+        alone = response_alone(examples, getattr(model.config, "bos_token_id", None))
+        columns["loss_alone"], _, _ = _example_means(model, alone, max_batch_tokens, max_batch_size, on_batch,
+                                                     top1=False)
     return losses, n_tokens, columns
+
+
+def response_alone(examples: Sequence[TokenizedExample], bos_token_id: int | None) -> list[TokenizedExample]:
+    """Each example's loss-carrying tokens (its response, EOS included; a chat's assistant turns, in order) with
+    no prompt before them: the tokens the prompted pass scores, so the two losses average over the same tokens.
+
+    After the BOS when the example's own sequence starts with one (a tokenizer that adds a BOS for its model:
+    Llama, Gemma); otherwise the response starts the sequence and its first token, with nothing before it to be
+    predicted from, carries no loss (as GPT-2 scores a text alone)."""
+    out = []
+    for e in examples:
+        response = e.input_ids[e.loss_mask]
+        if len(response) and bos_token_id is not None and e.input_ids[0] == bos_token_id:
+            ids = np.concatenate([np.asarray([bos_token_id], dtype=e.input_ids.dtype), response])
+        else:
+            ids = response
+        mask = np.ones(len(ids), dtype=bool)
+        if len(mask):
+            mask[0] = False
+        out.append(TokenizedExample(e.example_id, e.source, ids, mask, e.truncated))
+    return out
 
 
 @torch.inference_mode()

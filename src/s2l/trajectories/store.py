@@ -2,7 +2,8 @@
 
     RUN/manifest.json                     what made the run: data, model, tokenisation, training, snapshots
     RUN/examples.parquet                  every example: id, source, token counts, why it is excluded if it is
-    RUN/cells/snapshot-KKK/shard-SSSSS.parquet   example_id, loss, n_tokens, top1_prob for one (snapshot, shard) cell
+    RUN/cells/snapshot-KKK/shard-SSSSS.parquet   example_id, loss, n_tokens, top1_prob [, loss_alone] for one
+                                                 (snapshot, shard) cell
     RUN/cells/snapshot-KKK/shard-SSSSS.done      completion marker, written after the cell
 
 A cell with a marker is never recomputed; one without is computed again, so an interrupted run resumes
@@ -10,8 +11,9 @@ where it stopped. Everything is keyed by `example_id`; shards are consecutive sl
 
 Besides the loss, a cell may hold measures of the same pass (`MEASURES`): `top1_prob`, the mean top-1 token
 probability (every scored cell since s2l kept it; none in an in-training visit column, which keeps only the
-training pass's loss). A store loads with each as an N x (T+1) matrix, NaN where a cell lacks it, or None
-where no cell has it, so stores written before a column existed load as they are.
+training pass's loss), and `loss_alone`, the response scored without its prompt (runs made with `ifd`). A
+store loads with each as an N x (T+1) matrix, NaN where a cell lacks it, or None where no cell has it, so
+stores written before a column existed load as they are.
 """
 
 from __future__ import annotations
@@ -28,10 +30,10 @@ from s2l.trajectories.matrix import Trajectories
 
 # Settings that change the numbers: a run directory refuses to resume under different ones.
 IDENTITY_KEYS = ("dataset_fingerprint", "format", "template", "id_column", "model", "model_revision",
-                 "tokenizer", "max_length", "dtype", "compiled", "shard_size", "training", "snapshots")
-IDENTITY_DEFAULTS = {"compiled": False}  # what a run made before the key existed used
+                 "tokenizer", "max_length", "dtype", "compiled", "shard_size", "ifd", "training", "snapshots")
+IDENTITY_DEFAULTS = {"compiled": False, "ifd": False}  # what a run made before the key existed used
 # Optional cell columns, and the `Trajectories` attribute each loads into.
-MEASURES = {"top1_prob": "confidence"}
+MEASURES = {"top1_prob": "confidence", "loss_alone": "loss_alone"}
 
 
 class TrajectoryStore:
