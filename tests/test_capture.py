@@ -63,3 +63,17 @@ def test_unknown_capture_is_refused(tiny_model_dir, math_pool, tmp_path):
         record(math_pool, str(tiny_model_dir), tmp_path / "x", RecordConfig(**FAST, capture="sometimes"),
                show_progress=False)
     assert not (tmp_path / "x").exists()
+
+
+def test_visit_columns_keep_no_top1_probability(in_training_run):
+    """The training pass keeps only the loss: the visit columns have no top-1 probability (NaN), the two passes
+    do, and least-confidence reads the final pass or says why it cannot read a visit."""
+    from s2l.selection import make_selector
+
+    t = in_training_run.load()
+    assert np.isnan(t.confidence[:, 1:3]).all()
+    assert np.isfinite(t.confidence[:, [0, 3]]).all() and t.loss_alone is None
+    sel = make_selector("least-confidence").fit(t)
+    np.testing.assert_array_equal(sel.scores_, t.confidence[:, 3])
+    with pytest.raises(InputError, match="in-training visit column"):
+        make_selector("least-confidence", snapshot=1).fit(t)

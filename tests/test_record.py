@@ -150,9 +150,11 @@ def test_export_writes_the_trajectory_table(tiny_run, tmp_path):
         result = runner.invoke(app, ["export", str(tiny_run.root), "--out", str(tmp_path / name)])
         assert result.exit_code == 0, result.output
     table = pq.read_table(tmp_path / "t.parquet").to_pandas()
-    assert list(table.columns) == ["example_id", "source", "n_tokens"] + [f"loss_{k}" for k in range(5)]
+    assert list(table.columns) == (["example_id", "source", "n_tokens"] + [f"loss_{k}" for k in range(5)]
+                                   + [f"top1_prob_{k}" for k in range(5)])  # the measure the run's cells hold
     assert list(table["example_id"]) == list(t.ids)
     np.testing.assert_array_equal(table[[f"loss_{k}" for k in range(5)]].to_numpy(), t.losses)
+    np.testing.assert_array_equal(table[[f"top1_prob_{k}" for k in range(5)]].to_numpy(), t.confidence)
     import pandas as pd
 
     from_csv = pd.read_csv(tmp_path / "t.csv")

@@ -19,14 +19,16 @@ from s2l.trajectories.matrix import Trajectories
 EPOCHS_0_TO_2 = [{"epoch": 0.0}, {"epoch": 1.0}, {"epoch": 2.0}]
 
 
-def table(losses, sources=None, n_tokens=None, snapshots=None) -> Trajectories:
+def table(losses, sources=None, n_tokens=None, snapshots=None, confidence=None, loss_alone=None) -> Trajectories:
     losses = np.asarray(losses, dtype=np.float64)
     n = len(losses)
+    as_matrix = lambda a: None if a is None else np.asarray(a, dtype=np.float64)  # noqa: E731
     return Trajectories(
         ids=np.asarray([f"e{i}" for i in range(n)], dtype=object), losses=losses,
         n_tokens=np.asarray(n_tokens if n_tokens is not None else [10] * n),
         sources=None if sources is None else np.asarray(sources, dtype=object),
-        snapshots=snapshots if snapshots is not None else [{"epoch": float(k)} for k in range(losses.shape[1])])
+        snapshots=snapshots if snapshots is not None else [{"epoch": float(k)} for k in range(losses.shape[1])],
+        confidence=as_matrix(confidence), loss_alone=as_matrix(loss_alone))
 
 
 # -- budgets ------------------------------------------------------------------------------------------------
@@ -295,6 +297,15 @@ BASE = np.array([
     [2.0, 3.0, 3.0],  # e4: final 3.0, drop -1.0
 ])
 LENGTHS = [5, 50, 20, 10, 30]
+# Mean top-1 probability per snapshot: not a function of the gold tokens' loss (e2, the easiest by loss, is the
+# least sure of its own predictions at the end; e4, the hardest, is confidently wrong).
+CONFIDENCE = np.array([
+    [0.5, 0.6, 0.70],
+    [0.5, 0.6, 0.80],
+    [0.4, 0.5, 0.30],
+    [0.4, 0.7, 0.90],
+    [0.6, 0.7, 0.95],
+])
 
 
 @pytest.mark.parametrize("method, budget, expected", [
@@ -302,13 +313,67 @@ LENGTHS = [5, 50, 20, 10, 30]
     ("perplexity-high", 2, ["e1", "e4"]),  # 3.0 (e4), 2.0 (e1)
     ("perplexity-mid", 3, ["e0", "e1", "e2"]),  # sorted e3 e2 e0 e1 e4: the middle three
     ("perplexity-mid", 2, ["e0", "e2"]),  # start (5 - 2) // 2 = 1: e2, e0
-    ("least-confidence", 2, ["e1", "e4"]),
+    ("least-confidence", 2, ["e0", "e2"]),  # final top-1 probability 0.30 (e2), 0.70 (e0); perplexity-high: e1, e4
     ("learnability", 2, ["e0", "e3"]),  # drops 3.8 (e3), 2.0 (e0)
     ("length-long", 2, ["e1", "e4"]),  # 50, 30 tokens
 ])
 def test_ranking_baselines_by_eye(method, budget, expected):
-    sel = make_selector(method).fit(table(BASE, n_tokens=LENGTHS))
+    sel = make_selector(method).fit(table(BASE, n_tokens=LENGTHS, confidence=CONFIDENCE))
     assert sel.select(budget).tolist() == expected
+
+
+def test_least_confidence_reads_the_top1_probability_and_refuses_without_it():
+    sel = make_selector("least-confidence").fit(table(BASE, confidence=CONFIDENCE))
+    np.testing.assert_array_equal(sel.scores_, CONFIDENCE[:, -1])
+    assert make_selector("least-confidence", snapshot=0).fit(table(BASE, confidence=CONFIDENCE)).select(2).tolist() \
+        == ["e2", "e3"]  # 0.4, 0.4 at the base model (ties to the earlier)
+    with pytest.raises(InputError, match="top-1 token probability.*s2l score"):
+        make_selector("least-confidence").fit(table(BASE))  # never a silent exp(-loss)
+    blank = CONFIDENCE.copy()
+    blank[1, -1] = np.nan
+    with pytest.raises(InputError, match=r"1 example\(s\) lack"):
+        make_selector("least-confidence").fit(table(BASE, confidence=blank))
+
+
+# IFD = loss with the prompt / loss alone, at snapshot 0 (BASE[:, 0]: 3.0, 3.0, 1.0, 4.0, 2.0).
+ALONE = np.array([
+    [4.0, 0, 0],  # e0: 0.75
+    [3.0, 0, 0],  # e1: 1.0 exactly: excluded
+    [2.0, 0, 0],  # e2: 0.5
+    [4.2, 0, 0],  # e3: 0.952…
+    [1.0, 0, 0],  # e4: 2.0: excluded
+])
+
+
+def test_ifd_keeps_the_highest_below_one_with_the_exact_budget():
+    sel = make_selector("ifd").fit(table(BASE, loss_alone=ALONE))
+    np.testing.assert_allclose(sel.details_["ifd"], BASE[:, 0] / ALONE[:, 0])
+    assert sel.excluded_.tolist() == ["", "ifd_at_least_1", "", "", "ifd_at_least_1"]
+    assert sel.exclusion_counts() == {"ifd_at_least_1": 2}
+    assert sel.select(1).tolist() == ["e3"]
+    assert sel.select(2).tolist() == ["e0", "e3"]
+    assert sel.select(3).tolist() == ["e0", "e2", "e3"]
+    with pytest.raises(InputError, match="this method can use 3"):
+        sel.select(4)
+    assert sel.select(0.6).tolist() == ["e0", "e2", "e3"]  # 60% of the 5 usable: 3
+    # The ratio of perplexities (Superfiltering's code) excludes the same and ranks by the loss difference:
+    # exp(-1) (e0), exp(-1) (e2), exp(-0.2) (e3).
+    ppl = make_selector("ifd", ratio="perplexity").fit(table(BASE, loss_alone=ALONE))
+    assert ppl.exclusion_counts() == {"ifd_at_least_1": 2} and ppl.select(2).tolist() == ["e0", "e3"]
+    np.testing.assert_allclose(ppl.scores_[[0, 2]], np.exp(-1.0))
+    # Another snapshot, and an example whose response alone had nothing to score (a one-token response, no BOS).
+    alone = ALONE.copy()
+    alone[:, -1] = [2.0, 1.0, 0.25, 0.5, 4.0]  # final losses 1.0, 2.0, 0.5, 0.2, 3.0: IFD 0.5, 2, 2, 0.4, 0.75
+    alone[0, 0] = np.nan
+    tokens = [1, 10, 10, 10, 10]
+    final = make_selector("ifd", snapshot=-1).fit(table(BASE, n_tokens=tokens, loss_alone=alone))
+    assert final.select(2).tolist() == ["e0", "e4"]
+    first = make_selector("ifd").fit(table(BASE, n_tokens=tokens, loss_alone=alone))
+    assert first.exclusion_counts() == {"ifd_at_least_1": 2, "ifd_not_finite": 1}
+    with pytest.raises(InputError, match="--ifd"):
+        make_selector("ifd").fit(table(BASE))
+    with pytest.raises(InputError, match="unknown ratio"):
+        make_selector("ifd", ratio="odds").fit(table(BASE, loss_alone=ALONE))
 
 
 def test_cartography_confidence_and_variability_by_hand():
@@ -392,7 +457,10 @@ def pools(draw):
     losses[np.asarray(blanks) & (np.arange(n) > 0)] = np.nan  # some rows without response tokens, never all
     sources = draw(st.one_of(st.none(), st.lists(st.sampled_from("abcd"), min_size=n, max_size=n)))
     lengths = draw(st.lists(st.integers(1, 100), min_size=n, max_size=n))
-    return table(losses, sources, lengths, [{"epoch": float(k)} for k in range(columns)])
+    measure = lambda low, high: np.asarray(draw(st.lists(st.lists(st.floats(low, high), min_size=columns,  # noqa: E731
+                                                                  max_size=columns), min_size=n, max_size=n)))
+    return table(losses, sources, lengths, [{"epoch": float(k)} for k in range(columns)],
+                 confidence=measure(0.0, 1.0), loss_alone=measure(0.0, 8.0))
 
 
 @pytest.mark.parametrize("method", list(METHODS))

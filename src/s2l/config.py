@@ -127,6 +127,10 @@ class ScoreConfig(ScoringSettings):
     # Compiled kernels fuse differently, so bf16 losses move by up to ~0.1 nats: part of the run's identity.
     compile: bool = setting(False, "torch.compile the scorer once per run: minutes to compile, then faster passes "
                             "(worth it from tens of thousands of examples; see docs/benchmarks.md).")
+    # A column more in every cell: part of the run's identity.
+    ifd: bool = setting(False, "Also score every response alone, without its prompt, at each snapshot (the loss_alone "
+                        "column), for the ifd method (instruction-following difficulty; docs/benchmarks.md: its cost). "
+                        "In-training visit columns have none.")
 
 
 # -- training ---------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ Learned state shared by all selectors:
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import math
@@ -98,7 +99,7 @@ def as_trajectories(trajectories: Trajectories | np.ndarray, sources=None) -> Tr
     if isinstance(trajectories, Trajectories):
         t = trajectories
         if sources is not None:
-            t = Trajectories(t.ids, t.losses, t.n_tokens, np.asarray(sources, dtype=object), t.snapshots)
+            t = dataclasses.replace(t, sources=np.asarray(sources, dtype=object))
         return t
     losses = np.asarray(trajectories, dtype=np.float64)
     if losses.ndim != 2:

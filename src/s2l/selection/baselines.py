@@ -1,8 +1,9 @@
 """The baselines every comparison needs (docs/design.md): random draws, single-number rankings, data maps.
 
 Rankings read the proxy's loss at its final snapshot unless said otherwise. With one mean loss per
-example and snapshot, an example's confidence exp(-loss) is the geometric mean of its response-token
-probabilities.
+example and snapshot, the data map's confidence exp(-loss) is the geometric mean of the gold response
+tokens' probabilities; least confidence reads the store's other measure, the mean probability of the
+proxy's own top-1 token.
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ class ClusterRandom(S2L):
     draw_stream = 1
 
 
+def one_column(snapshot: int, n_columns: int) -> int:
+    """The column of `snapshot` (negative counts from the end: -1 is the final snapshot), checked in range."""
+    return snapshot_columns([snapshot + n_columns if snapshot < 0 else snapshot], n_columns)[0]
+
+
 class _FinalLoss(RankingSelector):
     """Parameters:
         snapshot             the loss column to rank by (-1: the final snapshot)
@@ -69,13 +75,26 @@ class PerplexityMid(_FinalLoss):
         return ranked[start:start + count]
 
 
-@register("least-confidence", "Lowest final-snapshot confidence exp(-loss) first (ranks as perplexity-high)")
-class LeastConfidence(_FinalLoss):
+@register("least-confidence", "Lowest mean top-1 token probability at the final snapshot first (the proxy least sure "
+          "of its own predictions)")
+class LeastConfidence(RankingSelector):
+    """Least confidence (the S2L paper's baseline, after Bhatt et al. 2024): the proxy's confidence in its own
+    prediction at a response position is the probability of its most likely next token, whatever the gold
+    token is; an example's confidence is the mean over its response positions (the store's `top1_prob`).
+    Unlike exp(-loss), this does not rank as perplexity does. A store without the column is refused, saying
+    how to make one."""
+
     ascending = True
 
+    def __init__(self, snapshot: int = -1, seed: int = 0):
+        self.snapshot = snapshot
+        self.seed = seed
+
     def _fit(self, t: Trajectories) -> None:
-        super()._fit(t)
-        self.scores_ = np.exp(-self.scores_)
+        column = one_column(self.snapshot, t.losses.shape[1])
+        usable = self.excluded_ == ""
+        self.scores_ = np.where(usable, t.measure("confidence", column, "least-confidence", usable), np.nan)
+        self.snapshot_columns_ = [column]
 
 
 @register("learnability", "Largest loss drop from the base model to the final snapshot first")

@@ -11,6 +11,7 @@ and renamed into place, so a failed or killed selection leaves no partial output
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -112,9 +113,7 @@ def align(loaded: LoadedTrajectories, pool: Pool) -> tuple[Trajectories, np.ndar
     sources = t.sources
     if sources is None and pool.has_sources:
         sources = np.asarray([pool.examples[r].source for r in pool_rows], dtype=object)
-    aligned = Trajectories(ids=t.ids[order], losses=t.losses[order], n_tokens=np.asarray(t.n_tokens)[order],
-                           sources=None if sources is None else np.asarray(sources, dtype=object)[order],
-                           snapshots=t.snapshots)
+    aligned = dataclasses.replace(t, sources=None if sources is None else np.asarray(sources, dtype=object)).take(order)
     return aligned, pool_rows[order]
 
 

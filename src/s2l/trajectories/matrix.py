@@ -2,11 +2,15 @@
 
 The table has `example_id`, `source`, `n_tokens` and one column per snapshot `loss_0 … loss_T`
 (snapshot 0 is the untrained base model). It is what `s2l export` writes and what selection reads,
-so losses computed elsewhere can be brought in the same way.
+so losses computed elsewhere can be brought in the same way. The measures a store keeps besides the
+loss go in the same way, when there are any: `top1_prob_0 … top1_prob_T` (the mean top-1 token probability,
+least-confidence's) and `loss_alone_0 … loss_alone_T` (the response's loss without its prompt, IFD's);
+empty or NaN where a snapshot has none.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
@@ -18,6 +22,17 @@ from s2l.errors import InputError
 
 LOSS_COLUMN = re.compile(r"^loss_(\d+)$")
 SNAPSHOTS_METADATA = b"s2l.snapshots"  # the run's snapshot list, kept in an exported parquet table
+# Measures besides the loss: the attribute, and its columns' prefix in a table (the store's cell column).
+TABLE_MEASURES = {"confidence": "top1_prob", "loss_alone": "loss_alone"}
+# For the messages of the methods that need a measure: what it is, why a store may lack it, what makes it.
+MEASURE_HELP = {
+    "confidence": ("the mean top-1 token probability (top1_prob)", "a store recorded before s2l kept it",
+                   "score the pool again into a new run: `s2l score --data POOL --checkpoint CKPT ... --out NEW` with "
+                   "the run's checkpoints (`record --keep-checkpoints` keeps them), or `s2l record` into a new --out"),
+    "loss_alone": ("each response's loss without its prompt (loss_alone)", "a store recorded without --ifd",
+                   "score with --ifd into a new run: `s2l score --ifd --data POOL --checkpoint PROXY --out NEW` (the "
+                   "base proxy alone gives snapshot 0), or `s2l record --ifd` into a new --out"),
+}
 
 
 @dataclass
@@ -27,6 +42,10 @@ class Trajectories:
     n_tokens: np.ndarray  # (N,) int, loss-carrying tokens
     sources: np.ndarray | None = None  # (N,) str or None
     snapshots: list[dict] = field(default_factory=list)  # step, epoch, epoch_end per column
+    # Mean top-1 token probability over the response positions, per example and snapshot: the proxy's
+    # confidence in its own predictions. (N, T+1), NaN where a cell has none; None when nothing has it.
+    confidence: np.ndarray | None = None
+    loss_alone: np.ndarray | None = None  # (N, T+1): the response's loss without its prompt (`ifd` runs)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -37,6 +56,38 @@ class Trajectories:
         """Rows with a loss at every snapshot."""
         return np.isfinite(self.losses).all(axis=1)
 
+    def take(self, rows: np.ndarray) -> "Trajectories":
+        """These rows (every per-example array), in this order."""
+        pick = lambda a: None if a is None else np.asarray(a)[rows]  # noqa: E731
+        return dataclasses.replace(self, ids=self.ids[rows], losses=self.losses[rows], n_tokens=pick(self.n_tokens),
+                                   sources=pick(self.sources), confidence=pick(self.confidence),
+                                   loss_alone=pick(self.loss_alone))
+
+    def measure(self, name: str, column: int, method: str, usable: np.ndarray) -> np.ndarray:
+        """Column `column` of the measure `name` ("confidence", "loss_alone") for a method that needs it; an
+        InputError saying what makes it when the trajectories lack it for any `usable` row, never a stand-in.
+
+        The one NaN a scored cell holds for an example with response tokens: `loss_alone` of a one-token
+        response with no BOS before it (nothing to predict it from); the method excludes those."""
+        what, why, fix = MEASURE_HELP[name]
+        values = getattr(self, name)
+        if values is None:
+            raise InputError(f"{method} needs {what}, which these trajectories do not hold ({why}, or a table "
+                             f"without {TABLE_MEASURES[name]}_K columns); {fix}. Every other method reads them as "
+                             "they are", "--trajectories")
+        snapshot = self.snapshots[column] if column < len(self.snapshots) else {}
+        if snapshot.get("capture") == "visits":
+            raise InputError(f"{method}: snapshot {column} ({snapshot.get('label')}) is an in-training visit column, "
+                             f"which keeps only the loss of the training pass, not {what}; choose a scored column "
+                             "(the base model or the final pass)", "--trajectories")
+        unscorable = (np.asarray(self.n_tokens) <= 1) if name == "loss_alone" else np.zeros(len(usable), dtype=bool)
+        lacking = usable & ~np.isfinite(values[:, column]) & ~unscorable
+        if lacking.any():
+            raise InputError(f"{method} needs {what} at snapshot {column}, which {int(lacking.sum())} example(s) lack "
+                             "(its cells were written without it, or, in a run resumed across s2l versions, some of "
+                             f"them); {fix}", "--trajectories")
+        return values[:, column]
+
     def to_table(self):
         import pyarrow as pa
 
@@ -46,6 +97,10 @@ class Trajectories:
         columns["n_tokens"] = pa.array(self.n_tokens.astype(np.int64))
         for k in range(self.losses.shape[1]):
             columns[f"loss_{k}"] = pa.array(self.losses[:, k])
+        for name, prefix in TABLE_MEASURES.items():
+            values = getattr(self, name)
+            for k in range(0 if values is None else values.shape[1]):
+                columns[f"{prefix}_{k}"] = pa.array(values[:, k], mask=np.isnan(values[:, k]))
         table = pa.table(columns)
         if self.snapshots:  # so `s2l select` on an exported table knows each column's epoch
             table = table.replace_schema_metadata({SNAPSHOTS_METADATA: json.dumps(self.snapshots).encode()})
@@ -103,8 +158,10 @@ class Trajectories:
                 sources = np.asarray([None if v is None else str(v) for v in values], dtype=object)
         n_tokens = (table.column("n_tokens").cast("int64").to_numpy(zero_copy_only=False) if "n_tokens" in names
                     else np.zeros(len(ids), dtype=np.int64))
+        measures = {name: _measure_columns(path, table, prefix, len(numbered), csv)
+                    for name, prefix in TABLE_MEASURES.items()}
         return cls(ids=ids, losses=losses, n_tokens=n_tokens, sources=sources,
-                   snapshots=_table_snapshots(path, table, len(numbered), snapshot_epochs))
+                   snapshots=_table_snapshots(path, table, len(numbered), snapshot_epochs), **measures)
 
     def write_table(self, path: str | Path) -> None:
         import pyarrow.csv as pcsv
@@ -137,6 +194,26 @@ def _read_table(path: Path):
         return pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as e:
         raise InputError(f"cannot read the table: {str(e).splitlines()[0]}", path) from None
+
+
+def _measure_columns(path: Path, table, prefix: str, n_columns: int, csv: bool) -> np.ndarray | None:
+    """A measure's `PREFIX_0 … PREFIX_T` columns of a table (any of them may be absent, or empty where a
+    snapshot has none), or None when it has none."""
+    present = {int(m.group(1)): name for name in table.column_names
+               if (m := re.fullmatch(re.escape(prefix) + r"_(\d+)", name))}
+    if not present:
+        return None
+    beyond = sorted(k for k in present if k >= n_columns)
+    if beyond:
+        raise InputError(f"column {present[beyond[0]]} has no loss column loss_{beyond[0]}", path, 1 if csv else None)
+    values = np.full((table.num_rows, n_columns), np.nan)
+    for k, name in present.items():
+        try:
+            column = table.column(name).cast("float64")
+        except Exception as e:  # a text value
+            raise InputError(f"column {name} is not numeric ({type(e).__name__})", path, 1 if csv else None) from None
+        values[:, k] = column.to_numpy(zero_copy_only=False)  # nulls come out as NaN
+    return values
 
 
 def _row_error(path: Path, problem: str, line: int | None = None, problem_suffix: str = "") -> InputError:

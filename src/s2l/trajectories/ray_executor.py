@@ -53,7 +53,7 @@ class CellScorer:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from s2l.fileio import fault_point
         from s2l.models import load_model
-        from s2l.trajectories.scoring import score_examples
+        from s2l.trajectories.scoring import score_columns
 
         rows = []
         size = self.config.shard_size
@@ -65,9 +65,10 @@ class CellScorer:
                                                                           self.device))
                     self.snapshot = snapshot
                 members = self.tokenized[shard * size:(shard + 1) * size]
-                losses, n_tokens = score_examples(self.model, members, self.config.max_batch_tokens,
-                                                  self.config.max_batch_size, lambda k: fault_point("scoring batch"))
-                self.store.write_cell(snapshot, shard, [t.example_id for t in members], losses, n_tokens)
+                losses, n_tokens, measures = score_columns(self.model, members, self.config.max_batch_tokens,
+                                                           self.config.max_batch_size,
+                                                           lambda k: fault_point("scoring batch"), self.config.ifd)
+                self.store.write_cell(snapshot, shard, [t.example_id for t in members], losses, n_tokens, **measures)
             rows.append(len(self.tokenized[shard * size:(shard + 1) * size]))
         return {"snapshot": batch["snapshot"], "shard": batch["shard"], "rows": np.asarray(rows)}
 

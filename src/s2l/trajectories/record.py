@@ -35,7 +35,7 @@ from s2l.fine_tuning import FineTuning, few_steps_note, latest_state, step_count
 from s2l.fileio import check_writable, directory_lock, fault_point, folder_bytes, is_url, write_json_atomic
 from s2l.models import default_device, load_model, load_tokenizer, resolve, revision, torch_dtype
 from s2l.progress import make_progress
-from s2l.trajectories.scoring import score_examples
+from s2l.trajectories.scoring import score_columns
 from s2l.trajectories.store import TrajectoryStore
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,7 @@ def base_manifest(kind: str, pool: Pool, tokenized, data_config: DataConfig, sco
         "dtype": score_config.dtype,
         "compiled": score_config.compile,
         "shard_size": score_config.shard_size,
+        "ifd": score_config.ifd,  # cells with loss_alone, the response scored without its prompt
         "n_examples": n,
         "n_shards": max(1, math.ceil(n / score_config.shard_size)),
         "excluded": exclusion_report(pool, tokenized),
@@ -155,7 +156,8 @@ def score_snapshot(model, tokenized: Sequence[TokenizedExample], store: Trajecto
                    config: ScoreConfig, progress=None, group: ProcessGroup = ProcessGroup(),
                    scoring_model: ScoringModel | None = None) -> None:
     """Score every shard of `snapshot` that is not complete yet, one cell at a time (with several
-    processes, this process's share of them). Pass one `scoring_model` for a whole run."""
+    processes, this process's share of them): the loss, the top-1 probability and, with `config.ifd`, the
+    loss of each response alone. Pass one `scoring_model` for a whole run."""
     n_shards = math.ceil(len(tokenized) / config.shard_size) or 1
     all_missing = store.missing_shards(snapshot, n_shards)
     missing = group.my_shards(all_missing)
@@ -165,6 +167,7 @@ def score_snapshot(model, tokenized: Sequence[TokenizedExample], store: Trajecto
     if not missing:
         return
     todo = sum(len(tokenized[s * config.shard_size:(s + 1) * config.shard_size]) for s in missing)
+    todo *= 2 if config.ifd else 1  # the prompted pass, then the responses alone
     task = progress.add_task(f"scoring snapshot {snapshot}", total=todo, info="") if progress else None
     for shard in missing:
         members = tokenized[shard * config.shard_size:(shard + 1) * config.shard_size]
@@ -173,8 +176,9 @@ def score_snapshot(model, tokenized: Sequence[TokenizedExample], store: Trajecto
             if progress:
                 progress.advance(task, k)
 
-        losses, n_tokens = score_examples(scorer, members, config.max_batch_tokens, config.max_batch_size, on_batch)
-        store.write_cell(snapshot, shard, [t.example_id for t in members], losses, n_tokens)
+        losses, n_tokens, measures = score_columns(scorer, members, config.max_batch_tokens, config.max_batch_size,
+                                                   on_batch, config.ifd)
+        store.write_cell(snapshot, shard, [t.example_id for t in members], losses, n_tokens, **measures)
     if progress:
         progress.update(task, completed=todo)
     del scorer

@@ -2,11 +2,18 @@
 
     RUN/manifest.json                     what made the run: data, model, tokenisation, training, snapshots
     RUN/examples.parquet                  every example: id, source, token counts, why it is excluded if it is
-    RUN/cells/snapshot-KKK/shard-SSSSS.parquet   example_id, loss, n_tokens for one (snapshot, shard) cell
+    RUN/cells/snapshot-KKK/shard-SSSSS.parquet   example_id, loss, n_tokens, top1_prob [, loss_alone] for one
+                                                 (snapshot, shard) cell
     RUN/cells/snapshot-KKK/shard-SSSSS.done      completion marker, written after the cell
 
 A cell with a marker is never recomputed; one without is computed again, so an interrupted run resumes
 where it stopped. Everything is keyed by `example_id`; shards are consecutive slices of the pool.
+
+Besides the loss, a cell may hold measures of the same pass (`MEASURES`): `top1_prob`, the mean top-1 token
+probability (every scored cell since s2l kept it; none in an in-training visit column, which keeps only the
+training pass's loss), and `loss_alone`, the response scored without its prompt (runs made with `ifd`). A
+store loads with each as an N x (T+1) matrix, NaN where a cell lacks it, or None where no cell has it, so
+stores written before a column existed load as they are.
 """
 
 from __future__ import annotations
@@ -23,8 +30,10 @@ from s2l.trajectories.matrix import Trajectories
 
 # Settings that change the numbers: a run directory refuses to resume under different ones.
 IDENTITY_KEYS = ("dataset_fingerprint", "format", "template", "id_column", "model", "model_revision",
-                 "tokenizer", "max_length", "dtype", "compiled", "shard_size", "training", "snapshots")
-IDENTITY_DEFAULTS = {"compiled": False}  # what a run made before the key existed used
+                 "tokenizer", "max_length", "dtype", "compiled", "shard_size", "ifd", "training", "snapshots")
+IDENTITY_DEFAULTS = {"compiled": False, "ifd": False}  # what a run made before the key existed used
+# Optional cell columns, and the `Trajectories` attribute each loads into.
+MEASURES = {"top1_prob": "confidence", "loss_alone": "loss_alone"}
 
 
 class TrajectoryStore:
@@ -106,15 +115,24 @@ class TrajectoryStore:
     def missing_shards(self, snapshot: int, n_shards: int) -> list[int]:
         return [s for s in range(n_shards) if not self.is_complete(snapshot, s)]
 
-    def write_cell(self, snapshot: int, shard: int, ids: list[str], losses: np.ndarray, n_tokens: np.ndarray) -> None:
+    def write_cell(self, snapshot: int, shard: int, ids: list[str], losses: np.ndarray, n_tokens: np.ndarray,
+                   **measures: np.ndarray | None) -> None:
+        """One cell: the losses and token counts, and any of `MEASURES` given (by name; None: not kept)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.table({
+        unknown = sorted(set(measures) - set(MEASURES))
+        if unknown:
+            raise ValueError(f"cells have no column {', '.join(unknown)} (known: {', '.join(MEASURES)})")
+        columns = {
             "example_id": pa.array(ids, pa.string()),
             "loss": pa.array(np.asarray(losses, dtype=np.float64)),
             "n_tokens": pa.array(np.asarray(n_tokens, dtype=np.int32)),
-        })
+        }
+        for name in MEASURES:  # a fixed order, so the same values give the same bytes
+            if measures.get(name) is not None:
+                columns[name] = pa.array(np.asarray(measures[name], dtype=np.float64))
+        table = pa.table(columns)
         path = self.cell_path(snapshot, shard)
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp)
@@ -133,7 +151,8 @@ class TrajectoryStore:
 
     # -- loading ----------------------------------------------------------------------------------
     def load(self) -> Trajectories:
-        """The N x (T+1) matrix, rows in pool order, columns in snapshot order, aligned by id."""
+        """The N x (T+1) matrix, rows in pool order, columns in snapshot order, aligned by id; with the
+        measures the cells hold (`MEASURES`), each N x (T+1), NaN where a cell lacks it."""
         manifest = self.manifest
         examples = self.read_examples()
         ids = np.asarray(examples.column("example_id").to_pylist(), dtype=object)
@@ -141,6 +160,7 @@ class TrajectoryStore:
         snapshots = manifest["snapshots"]
         n_shards = manifest["n_shards"]
         losses = np.full((len(ids), len(snapshots)), np.nan)
+        measures: dict[str, np.ndarray] = {}  # created when a first cell holds the column
         seen = np.zeros((len(ids), len(snapshots)), dtype=bool)
         for k in range(len(snapshots)):
             missing = self.missing_shards(k, n_shards)
@@ -151,6 +171,10 @@ class TrajectoryStore:
                 cell = _read_parquet(self.cell_path(k, s))
                 rows = np.fromiter((position[i] for i in cell.column("example_id").to_pylist()), dtype=np.int64)
                 losses[rows, k] = cell.column("loss").to_numpy()
+                for name in MEASURES:
+                    if name in cell.column_names:
+                        matrix = measures.setdefault(name, np.full(losses.shape, np.nan))
+                        matrix[rows, k] = cell.column(name).to_numpy()
                 seen[rows, k] = True
         if not seen.all():
             raise InputError(f"{int((~seen).sum())} (example, snapshot) values are absent from the cells", self.root)
@@ -161,6 +185,7 @@ class TrajectoryStore:
             n_tokens=examples.column("n_tokens").to_numpy(),
             sources=None if all(s is None for s in sources) else np.asarray(sources, dtype=object),
             snapshots=snapshots,
+            **{attribute: measures.get(name) for name, attribute in MEASURES.items()},
         )
 
 
