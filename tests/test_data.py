@@ -212,7 +212,8 @@ def test_pool_summary_and_fingerprint(tmp_path):
     pool = load_pool(path)
     assert pool.summary() == {
         "path": str(path), "fingerprint": hashlib.sha256(path.read_bytes()).hexdigest(), "format": "mathinstruct",
-        "template": "alpaca", "records": 4, "examples": 3, "duplicates_left_out": 1, "sources": {"gsm": 2, "math": 1},
+        "template": "alpaca", "records": 4, "examples": 3, "duplicates_left_out": 1, "excluded": {},
+        "sources": {"gsm": 2, "math": 1},
     }
 
 
@@ -407,8 +408,6 @@ BAD_INPUT = [
     ("source_dict.jsonl", b'{"instruction": "a", "output": "b", "source": {"x": 1}}\n', 1, "field 'source' must be a string, got dict"),
     ("array_line.jsonl", GOOD + b'["instruction", "output"]\n', 2, "expected a JSON object, got list"),
     ("string_line.jsonl", GOOD + b'"just text"\n', 2, "expected a JSON object, got str"),
-    ("no_assistant.jsonl", CHAT + b'{"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]}\n', 2,
-     "no assistant turn"),
     ("empty_messages.jsonl", CHAT + b'{"messages": []}\n', 2, "field 'messages' must be a non-empty list"),
     ("message_not_object.jsonl", CHAT + b'{"messages": ["hi", {"role": "assistant", "content": "x"}]}\n', 2,
      "messages[0] must be an object, got str"),
@@ -454,6 +453,101 @@ def test_empty_files(tmp_path, name, data):
     with pytest.raises(InputError) as e:
         load_pool(path)
     assert str(e.value) == f"{path}: no records: the file is empty"
+
+
+# -- empty prompts and responses: excluded and reported, or refused with strict --------------------------------
+EMPTY = [
+    # name, the record (after a good one, so it is line 2), the reason, what --strict says
+    ("alpaca_empty_output", {"instruction": "Name a colour.", "output": ""}, "empty_response", "field 'output' is empty"),
+    ("alpaca_space_output", {"instruction": "Name a colour.", "input": "x", "output": " \n\t"}, "empty_response",
+     "field 'output' is empty"),
+    ("alpaca_empty_instruction", {"instruction": "", "input": "Good morning", "output": "Bonjour"}, "empty_prompt",
+     "field 'instruction' is empty"),
+    ("alpaca_space_instruction", {"instruction": "  ", "output": "5"}, "empty_prompt", "field 'instruction' is empty"),
+    ("both_empty", {"instruction": "", "output": ""}, "empty_response", "field 'output' is empty"),
+    ("empty_prompt_field", {"prompt": " ", "response": "r"}, "empty_prompt", "field 'prompt' is empty"),
+    ("empty_completion", {"prompt": "p", "completion": ""}, "empty_response", "field 'completion' is empty"),
+    ("chat_empty_turn", {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": " "}]},
+     "empty_response", "messages[1]: the assistant turn is empty"),
+    ("chat_one_of_two_turns_empty", {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                                                  {"role": "user", "content": "c"}, {"role": "assistant", "content": ""}]},
+     "empty_response", "messages[3]: the assistant turn is empty"),
+    ("chat_no_assistant", {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]},
+     "no_assistant_turn", "the conversation has no assistant turn"),
+]
+GOOD_OF = {"alpaca": {"instruction": "Add 2 and 3.", "output": "5"}, "prompt": {"prompt": "p", "response": "r"},
+           "messages": {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}}
+
+
+def empty_pool(tmp_path: Path, record: dict, suffix: str = ".jsonl") -> Path:
+    key = "messages" if "messages" in record else "prompt" if "prompt" in record else "alpaca"
+    rows = [GOOD_OF[key], record]
+    if key == "prompt" and "completion" in record:
+        rows[0] = {"prompt": "p", "completion": "c"}
+    if suffix == ".parquet":
+        return write_parquet(tmp_path / f"pool{suffix}", rows)
+    return write_jsonl(tmp_path / f"pool{suffix}", rows)
+
+
+@pytest.mark.parametrize("name, record, reason, problem", EMPTY, ids=[case[0] for case in EMPTY])
+def test_empty_prompts_and_responses_are_excluded_or_refused_with_strict(tmp_path, tokenizer, name, record, reason,
+                                                                         problem):
+    path = empty_pool(tmp_path, record)
+    pool = load_pool(path)
+    # Kept in place (so ids stay aligned with the input), flagged with the reason, counted.
+    assert [e.excluded for e in pool.examples] == [None, reason]
+    assert pool.ids == [reference_id(r.data) for r in read_records(path)]
+    assert pool.exclusion_counts() == {reason: 1} and pool.summary()["excluded"] == {reason: 1}
+    # No token of it carries loss, whatever the rule; the good one is untouched.
+    good, empty = tokenize_examples(tokenizer, pool.examples)
+    assert good.exclusion is None and good.n_tokens > 0
+    assert empty.excluded == empty.exclusion == reason and empty.n_tokens == 0 and len(empty) > 0
+    # --strict refuses it, naming the file and line.
+    with pytest.raises(InputError) as e:
+        load_pool(path, strict=True)
+    assert (e.value.path, e.value.line) == (str(path), 2)
+    assert str(e.value).startswith(f"{path}:2: {problem}") and "--strict" in str(e.value)
+    assert e.value.exit_code == 2
+
+
+def test_strict_names_the_record_where_a_format_has_no_lines(tmp_path):
+    path = empty_pool(tmp_path, {"instruction": "c", "output": ""}, ".parquet")
+    assert [e.excluded for e in load_pool(path).examples] == [None, "empty_response"]
+    with pytest.raises(InputError) as e:
+        load_pool(path, strict=True)
+    assert str(e.value).startswith(f"{path}: record 2: field 'output' is empty")
+
+
+def test_a_pool_with_nothing_usable_is_an_error(tmp_path):
+    path = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": "a", "output": ""}, {"instruction": " ", "output": "b"},
+                                                 {"instruction": "a", "output": ""}])  # the third repeats the first
+    with pytest.raises(InputError) as e:
+        load_pool(path)
+    assert str(e.value) == (f"{path}: no usable example: all 2 example(s) are excluded (1 empty_response, "
+                            "1 empty_prompt), so nothing is left to learn from")
+    assert e.value.exit_code == 2
+    # One usable example is enough.
+    write_jsonl(path, [{"instruction": "a", "output": ""}, {"instruction": "c", "output": "d"}])
+    assert [e.excluded for e in load_pool(path).examples] == ["empty_response", None]
+
+
+def test_check_data_counts_and_lists_the_excluded_and_strict_refuses_them(tmp_path):
+    write_jsonl(tmp_path / "pool.jsonl", [ROWS[0], {"instruction": "x", "output": " "}, ROWS[1],
+                                          {"instruction": "", "output": "y"}, {"instruction": "z", "output": ""}])
+    result = run_cli("check-data", "pool.jsonl", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["records"], report["examples"]) == (5, 5)
+    assert report["excluded"] == {"empty_prompt": 1, "empty_response": 2}
+    assert [(x["line"], x["reason"]) for x in report["excluded_examples"]] == [
+        (2, "empty_response"), (4, "empty_prompt"), (5, "empty_response")]
+    assert "1 empty prompt, 2 empty response: left out" in result.stderr and "line 2, line 4, line 5" in result.stderr
+    strict = run_cli("check-data", "pool.jsonl", "--strict", cwd=tmp_path)
+    assert strict.returncode == 2 and "pool.jsonl:2: field 'output' is empty" in strict.stderr
+    assert "Traceback" not in strict.stderr and strict.stdout == ""
+    write_jsonl(tmp_path / "clean.jsonl", ROWS)
+    clean = run_cli("check-data", "clean.jsonl", "--strict", cwd=tmp_path)
+    assert clean.returncode == 0 and json.loads(clean.stdout)["excluded"] == {} and "note" not in clean.stderr
 
 
 def test_files_that_cannot_be_read(tmp_path):

@@ -105,6 +105,9 @@ class DataConfig(Settings):
     id_column: str | None = setting(None, "Column holding your example ids (default: a hash of each record).")
     split: str | None = setting(None, "Split to read from a saved DatasetDict.")
     max_length: int = setting(512, "Tokens per example; longer ones are truncated.", minimum=2)
+    strict: bool = setting(False, "Refuse a record whose prompt or response is empty (or whitespace only; in chat, "
+                           "an empty assistant turn or none), naming FILE:LINE. Without it such examples are left "
+                           "out: listed with their reason, counted and reported, never trained on or selected.")
 
 
 # -- scoring ----------------------------------------------------------------------------------------------

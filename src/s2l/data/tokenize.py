@@ -3,12 +3,15 @@
 A token carries loss when its characters lie in the response (text formats; EOS appended) or in an
 assistant turn (chat, rendered with the tokenizer's chat template, the turn's end marker included).
 Sequences are truncated to `max_length`; an example left with no loss-carrying token is kept with
-`n_tokens == 0` and reported, never scored as a number.
+`n_tokens == 0` and reported, never scored as a number. So is an example the pool excluded (an empty prompt
+or response): it is tokenised like any other, with no token carrying loss, so that it keeps its row.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -18,6 +21,7 @@ from s2l.errors import InputError
 
 _MARKER = "\ue000s2l-assistant-content\ue000"  # a private-use marker no real text contains
 BATCH = 512  # texts per call to the (Rust, multi-threaded) fast tokenizer
+NO_RESPONSE_TOKENS = "no_response_tokens"  # truncation left no loss-carrying token
 
 
 @dataclass
@@ -27,11 +31,19 @@ class TokenizedExample:
     input_ids: np.ndarray  # int32, at most max_length long
     loss_mask: np.ndarray  # bool, True where the token is predicted and counted in the loss
     truncated: bool
+    excluded: str | None = None  # the pool's reason (an empty prompt or response); no token carries loss then
 
     @property
     def n_tokens(self) -> int:
         """Tokens that carry loss (the 'n_tokens' of the trajectory store)."""
         return int(self.loss_mask.sum())
+
+    @property
+    def exclusion(self) -> str | None:
+        """Why the example has no loss, if it has none: the pool's reason, else no_response_tokens."""
+        if self.excluded:
+            return self.excluded
+        return NO_RESPONSE_TOKENS if not self.loss_mask.any() else None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -63,7 +75,14 @@ def _finish(example: Example, ids: list[int], mask: np.ndarray, max_length: int)
     mask = mask[:max_length].copy()
     if len(mask):
         mask[0] = False  # the first token has nothing before it to be predicted from
-    return TokenizedExample(example.example_id, example.source, ids_arr, mask, truncated)
+    if example.excluded:
+        mask[:] = False
+    return TokenizedExample(example.example_id, example.source, ids_arr, mask, truncated, example.excluded)
+
+
+def exclusion_counts(tokenized: Sequence[TokenizedExample]) -> dict[str, int]:
+    """Examples without a loss, by reason (no_response_tokens, empty_response, ...)."""
+    return dict(sorted(Counter(t.exclusion for t in tokenized if t.exclusion).items()))
 
 
 def chat_spans(tokenizer, messages: tuple[tuple[str, str], ...], path: str = "chat template") -> tuple[str, list[tuple[int, int]]]:
@@ -124,5 +143,5 @@ def prepare_pool(data, tokenizer, config) -> tuple:
     from s2l.data.pool import load_pool
 
     pool = load_pool(data, format=config.format, template=config.template, id_column=config.id_column,
-                     split=config.split)
+                     split=config.split, strict=config.strict)
     return pool, tokenize_examples(tokenizer, pool.examples, config.max_length)
