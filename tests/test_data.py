@@ -639,14 +639,16 @@ def prompt_text(tokenizer, t) -> str:
     return tokenizer.decode(t.input_ids[~t.loss_mask].tolist())
 
 
-def test_alpaca_example_loss_is_response_plus_eos(tokenizer):
+@pytest.mark.parametrize("boundary", ["reference", "characters", "separate"])
+def test_alpaca_example_loss_is_response_plus_eos(tokenizer, boundary):
+    """No token here merges the prompt's end with the response's start, so every boundary rule agrees."""
     assert tokenizer.eos_token == "<|im_end|>"
     template = PromptTemplate.from_option("alpaca")
     cases = [(ALPACA_TRANSLATE, "Bonjour"), (ALPACA_ADD, "2 + 3 = 5.\n#### 5"), (ALPACA_COLOUR, "Blue")]
     assert [template.render("Translate to French.", "Good morning"), template.render("Add 2 and 3."),
             template.render("Name a colour.")] == [p for p, _ in cases]
     examples = [text_example(p, r, f"id{i}") for i, (p, r) in enumerate(cases)]
-    for example, t in zip(examples, tokenize_examples(tokenizer, examples, max_length=512)):
+    for example, t in zip(examples, tokenize_examples(tokenizer, examples, max_length=512, boundary=boundary)):
         assert t.example_id == example.example_id and not t.truncated
         assert t.input_ids.dtype == np.int32 and t.loss_mask.dtype == bool
         prompt_ids = tokenizer(example.prompt)["input_ids"]
@@ -674,7 +676,7 @@ def test_alpaca_tokens_one_by_one(tokenizer):
     "def f(x):\n    return x  \n\n",  # whitespace-only tokens (indentation, trailing spaces)
     "  leading spaces",
     "日本語のテキスト 🙂 é",  # characters split over several byte-level tokens
-    "",  # an empty response still learns to stop
+    "",  # an empty response still learns to stop (a pool leaves such records out: test_empty_prompts_...)
 ])
 def test_response_tokens_decode_exactly(tokenizer, response):
     [t] = tokenize_examples(tokenizer, [text_example(ALPACA_COLOUR, response)])
@@ -765,6 +767,92 @@ def test_truncation(tokenizer):
     assert loss_text(tokenizer, chat_cut) == "Hello!<|im_end|>" and chat_full.n_tokens == 5 and chat_cut.n_tokens == 3
     [chat_gone] = tokenize_examples(tokenizer, [chat_example(*MULTI_TURN)], max_length=19)
     assert chat_gone.truncated and chat_gone.n_tokens == 0
+
+
+# -- the prompt/response boundary: SmolLM2 reads "### Response:-129" as ":-", "1", "2", "9" ------------------------
+MERGED = "-129"
+EOS = ("<|im_end|>", True)
+# The last tokens of ALPACA_ADD + MERGED under each rule, worked out by hand from SmolLM2's vocabulary.
+BOUNDARY_TAILS = {
+    # The papers' rule: as many tokens masked as the prompt has alone (it ends "###", "ĠResponse", ":"), so the
+    # merged ":-" is prompt and the minus sign is never learnt.
+    "reference": [("###", False), ("ĠResponse", False), (":-", False), ("1", True), ("2", True), ("9", True), EOS],
+    # Every token touching a response character: ":-" is response, its ":" included.
+    "characters": [("###", False), ("ĠResponse", False), (":-", True), ("1", True), ("2", True), ("9", True), EOS],
+    # Tokenised apart: the prompt ends with ":" as at generation time, and "-" is the first response token.
+    "separate": [("###", False), ("ĠResponse", False), (":", False), ("-", True), ("1", True), ("2", True), ("9", True),
+                 EOS],
+}
+
+
+def test_boundary_rules_where_a_token_merges_prompt_and_response(tokenizer):
+    prompt_ids = tokenizer(ALPACA_ADD)["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(prompt_ids)[-3:] == ["###", "ĠResponse", ":"]
+    joint_ids = tokenizer(ALPACA_ADD + MERGED)["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(joint_ids)[-4:] == [":-", "1", "2", "9"] and len(joint_ids) == len(prompt_ids) + 3
+    eos = tokenizer.eos_token_id
+    example = text_example(ALPACA_ADD, MERGED)
+    got = {rule: tokenize_examples(tokenizer, [example], boundary=rule)[0] for rule in BOUNDARY_TAILS}
+    for rule, t in got.items():
+        assert pairs(tokenizer, t)[-len(BOUNDARY_TAILS[rule]):] == BOUNDARY_TAILS[rule], rule
+        assert not t.loss_mask[: len(prompt_ids) - 1].any(), rule  # the rest of the prompt never carries loss
+        assert t.input_ids[-1] == eos and t.loss_mask[-1] and not t.truncated, rule  # EOS closes it, with loss
+    assert got["reference"].input_ids.tolist() == got["characters"].input_ids.tolist() == joint_ids + [eos]
+    assert got["separate"].input_ids.tolist() == prompt_ids + tokenizer(MERGED, add_special_tokens=False)["input_ids"] + [eos]
+    assert int((~got["reference"].loss_mask).sum()) == int((~got["separate"].loss_mask).sum()) == len(prompt_ids)
+    assert {rule: t.n_tokens for rule, t in got.items()} == {"reference": 4, "characters": 5, "separate": 5}
+    assert {rule: loss_text(tokenizer, t) for rule, t in got.items()} == {
+        "reference": "129<|im_end|>", "characters": ":-129<|im_end|>", "separate": "-129<|im_end|>"}
+    # The default is the papers' rule.
+    assert tokenize_examples(tokenizer, [example])[0].loss_mask.tolist() == got["reference"].loss_mask.tolist()
+
+
+def test_boundary_rules_under_truncation(tokenizer):
+    example = text_example(ALPACA_ADD, MERGED)
+    n_prompt = len(tokenizer(ALPACA_ADD)["input_ids"])
+    rules = list(BOUNDARY_TAILS)
+
+    def cut(max_length: int) -> dict:
+        return {rule: tokenize_examples(tokenizer, [example], max_length, rule)[0] for rule in rules}
+
+    # Cut right after the prompt's length: only characters keeps a loss token, the merged ":-".
+    at_prompt = cut(n_prompt)
+    assert {r: (t.n_tokens, t.truncated) for r, t in at_prompt.items()} == {
+        "reference": (0, True), "characters": (1, True), "separate": (0, True)}
+    assert [t.exclusion for t in at_prompt.values()] == ["no_response_tokens", None, "no_response_tokens"]
+    # Two tokens past it.
+    two = cut(n_prompt + 2)
+    assert {r: loss_text(tokenizer, t) for r, t in two.items()} == {"reference": "12", "characters": ":-12",
+                                                                   "separate": "-1"}
+    assert all(len(t) == n_prompt + 2 and t.truncated for t in two.values())
+    # One short of the whole: the EOS is what is cut, under every rule.
+    for rule in rules:
+        [whole] = tokenize_examples(tokenizer, [example], boundary=rule)
+        [no_eos] = tokenize_examples(tokenizer, [example], len(whole) - 1, rule)
+        assert no_eos.truncated and no_eos.n_tokens == whole.n_tokens - 1 and no_eos.input_ids[-1] != tokenizer.eos_token_id
+        [exact] = tokenize_examples(tokenizer, [example], len(whole), rule)
+        assert not exact.truncated and exact.loss_mask.tolist() == whole.loss_mask.tolist()
+
+
+def test_boundary_rules_leave_chat_alone_and_bad_values_are_refused(tokenizer):
+    chats = [tokenize_examples(tokenizer, [chat_example(*MULTI_TURN)], boundary=rule)[0] for rule in BOUNDARY_TAILS]
+    assert all(pairs(tokenizer, t) == MULTI_TURN_PAIRS for t in chats)
+    with pytest.raises(InputError, match="unknown value 'chars'") as e:
+        tokenize_examples(tokenizer, [text_example("Q:", " A")], boundary="chars")
+    assert e.value.parameter == "boundary"
+
+
+def test_separate_refuses_a_tokenizer_that_starts_every_text_with_a_space(tokenizer):
+    from tokenizers import pre_tokenizers
+
+    spaced = copy.deepcopy(tokenizer)  # as SentencePiece's dummy prefix does
+    spaced.backend_tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True, use_regex=True)
+    example = text_example(ALPACA_ADD, "5")
+    with pytest.raises(InputError, match="starts every text with a space") as e:
+        tokenize_examples(spaced, [example], boundary="separate")
+    assert e.value.parameter == "boundary"
+    for rule in ("reference", "characters"):
+        assert tokenize_examples(spaced, [example], boundary=rule)[0].n_tokens == 2
 
 
 def test_first_token_never_carries_loss(tokenizer):

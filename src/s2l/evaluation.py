@@ -291,7 +291,7 @@ def evaluate(
                      id_column=data_config.id_column, split=data_config.split, strict=data_config.strict)
     examples = pool.examples[: config.limit] if config.limit is not None else pool.examples
     records = [pool.records[e.index].data for e in examples]
-    tokenized = tokenize_examples(tok, examples, data_config.max_length)
+    tokenized = tokenize_examples(tok, examples, data_config.max_length, data_config.boundary)
     net = load_model(model_path, config.dtype, device or default_device())
 
     with make_progress(disable=not show_progress) as progress:

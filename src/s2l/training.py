@@ -129,7 +129,7 @@ def train(data: str | Path, model: str, out: str | Path, config: TrainConfig | N
     trainable, excluded = _trainable(data, pool, tokenized, config.data.max_length)
 
     job = {"dataset_fingerprint": pool.fingerprint, "model": str(model), "model_revision": revision(model_path),
-           "tokenizer": str(tokenizer or model), "config": _job_config(config)}
+           "tokenizer": str(tokenizer or model), "config": _job_config(config, pool.format)}
     if finished is not None:
         if finished.get("job") == job and not overwrite:
             log.info(f"{out}: already trained with this data, model and settings; nothing to do")
@@ -164,10 +164,13 @@ def train(data: str | Path, model: str, out: str | Path, config: TrainConfig | N
     return out
 
 
-def _job_config(config: TrainConfig) -> dict:
+def _job_config(config: TrainConfig, format: str) -> dict:
     """The settings that make the weights what they are (a finished or interrupted training must match them)."""
     job = {k: v for k, v in asdict(config).items() if k not in _NOT_IN_JOB}
     job["data"].pop("strict")  # refuses a pool or trains exactly as without it
+    if format == "chat" or config.data.boundary == "characters":
+        # Chat masks by characters whatever the option says: what trainings made before the option used.
+        job["data"].pop("boundary")
     return job
 
 

@@ -83,6 +83,12 @@ def environment() -> dict:
             "device": default_device(), "machine": platform.machine()}
 
 
+def boundary_used(format: str, data_config: DataConfig) -> str:
+    """Where the loss starts, as a store records it: chat records always use the chat template's character
+    spans, whatever the option says."""
+    return "characters" if format == "chat" else data_config.boundary
+
+
 def base_manifest(kind: str, pool: Pool, tokenized, data_config: DataConfig, score_config: ScoreConfig,
                   tokenizer_name: str) -> dict:
     n = len(pool.examples)
@@ -101,6 +107,7 @@ def base_manifest(kind: str, pool: Pool, tokenized, data_config: DataConfig, sco
         "id_column": data_config.id_column,
         "tokenizer": tokenizer_name,
         "max_length": data_config.max_length,
+        "boundary": boundary_used(pool.format, data_config),
         "dtype": score_config.dtype,
         "compiled": score_config.compile,
         "shard_size": score_config.shard_size,

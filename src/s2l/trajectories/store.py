@@ -23,8 +23,9 @@ from s2l.trajectories.matrix import Trajectories
 
 # Settings that change the numbers: a run directory refuses to resume under different ones.
 IDENTITY_KEYS = ("dataset_fingerprint", "format", "template", "id_column", "model", "model_revision",
-                 "tokenizer", "max_length", "dtype", "compiled", "shard_size", "training", "snapshots")
-IDENTITY_DEFAULTS = {"compiled": False}  # what a run made before the key existed used
+                 "tokenizer", "max_length", "boundary", "dtype", "compiled", "shard_size", "training", "snapshots")
+# What a run made before the key existed used: runs recorded before the boundary option masked by characters.
+IDENTITY_DEFAULTS = {"compiled": False, "boundary": "characters"}
 
 
 class TrajectoryStore:
