@@ -27,16 +27,18 @@ POOLS = [
     ("non_utf8.jsonl", [], "not valid UTF-8 (byte 0xe9", 2),
     ("missing_field.jsonl", [], "missing field 'output'", 2),
     ("mistyped_field.jsonl", [], "field 'output' must be a string, got int", 2),
-    ("empty_response.jsonl", [], "field 'output' is empty", 2),
-    ("empty_prompt.jsonl", [], "field 'instruction' is empty", 2),
-    ("empty_assistant_turn.jsonl", [], "every assistant turn is empty", 1),
+    # Empty answers and requests are left out and reported (tests/test_empty_examples.py); --strict refuses them.
+    ("empty_response.jsonl", ["--strict"], "field 'output' is empty", 2),
+    ("empty_prompt.jsonl", ["--strict"], "field 'instruction' is empty", 2),
+    ("empty_assistant_turn.jsonl", ["--strict"], "messages[1]: the assistant turn is empty", 1),
+    ("empty_assistant_turn.jsonl", [], "no usable example: all 1 example(s) are excluded (1 empty_response)", None),
     ("duplicate_ids.jsonl", ["--id-column", "id"], "duplicate id '1' (first at line 1)", 2),
     ("empty.jsonl", [], "no records", None),
     ("not_records.json", [], "expected a JSON object", 1),
 ]
 
 
-@pytest.mark.parametrize("name, options, message, line", POOLS, ids=[p[0] for p in POOLS])
+@pytest.mark.parametrize("name, options, message, line", POOLS, ids=[" ".join([p[0], *p[1]]) for p in POOLS])
 def test_bad_pools_name_file_and_line_and_exit_2(name, options, message, line, tmp_path):
     path = BAD / name
     result = runner.invoke(app, ["check-data", str(path), *options])

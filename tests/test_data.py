@@ -212,7 +212,8 @@ def test_pool_summary_and_fingerprint(tmp_path):
     pool = load_pool(path)
     assert pool.summary() == {
         "path": str(path), "fingerprint": hashlib.sha256(path.read_bytes()).hexdigest(), "format": "mathinstruct",
-        "template": "alpaca", "records": 4, "examples": 3, "duplicates_left_out": 1, "sources": {"gsm": 2, "math": 1},
+        "template": "alpaca", "records": 4, "examples": 3, "duplicates_left_out": 1, "excluded": {},
+        "sources": {"gsm": 2, "math": 1},
     }
 
 
@@ -407,8 +408,6 @@ BAD_INPUT = [
     ("source_dict.jsonl", b'{"instruction": "a", "output": "b", "source": {"x": 1}}\n', 1, "field 'source' must be a string, got dict"),
     ("array_line.jsonl", GOOD + b'["instruction", "output"]\n', 2, "expected a JSON object, got list"),
     ("string_line.jsonl", GOOD + b'"just text"\n', 2, "expected a JSON object, got str"),
-    ("no_assistant.jsonl", CHAT + b'{"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]}\n', 2,
-     "no assistant turn"),
     ("empty_messages.jsonl", CHAT + b'{"messages": []}\n', 2, "field 'messages' must be a non-empty list"),
     ("message_not_object.jsonl", CHAT + b'{"messages": ["hi", {"role": "assistant", "content": "x"}]}\n', 2,
      "messages[0] must be an object, got str"),
@@ -454,6 +453,101 @@ def test_empty_files(tmp_path, name, data):
     with pytest.raises(InputError) as e:
         load_pool(path)
     assert str(e.value) == f"{path}: no records: the file is empty"
+
+
+# -- empty prompts and responses: excluded and reported, or refused with strict --------------------------------
+EMPTY = [
+    # name, the record (after a good one, so it is line 2), the reason, what --strict says
+    ("alpaca_empty_output", {"instruction": "Name a colour.", "output": ""}, "empty_response", "field 'output' is empty"),
+    ("alpaca_space_output", {"instruction": "Name a colour.", "input": "x", "output": " \n\t"}, "empty_response",
+     "field 'output' is empty"),
+    ("alpaca_empty_instruction", {"instruction": "", "input": "Good morning", "output": "Bonjour"}, "empty_prompt",
+     "field 'instruction' is empty"),
+    ("alpaca_space_instruction", {"instruction": "  ", "output": "5"}, "empty_prompt", "field 'instruction' is empty"),
+    ("both_empty", {"instruction": "", "output": ""}, "empty_response", "field 'output' is empty"),
+    ("empty_prompt_field", {"prompt": " ", "response": "r"}, "empty_prompt", "field 'prompt' is empty"),
+    ("empty_completion", {"prompt": "p", "completion": ""}, "empty_response", "field 'completion' is empty"),
+    ("chat_empty_turn", {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": " "}]},
+     "empty_response", "messages[1]: the assistant turn is empty"),
+    ("chat_one_of_two_turns_empty", {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                                                  {"role": "user", "content": "c"}, {"role": "assistant", "content": ""}]},
+     "empty_response", "messages[3]: the assistant turn is empty"),
+    ("chat_no_assistant", {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]},
+     "no_assistant_turn", "the conversation has no assistant turn"),
+]
+GOOD_OF = {"alpaca": {"instruction": "Add 2 and 3.", "output": "5"}, "prompt": {"prompt": "p", "response": "r"},
+           "messages": {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}}
+
+
+def empty_pool(tmp_path: Path, record: dict, suffix: str = ".jsonl") -> Path:
+    key = "messages" if "messages" in record else "prompt" if "prompt" in record else "alpaca"
+    rows = [GOOD_OF[key], record]
+    if key == "prompt" and "completion" in record:
+        rows[0] = {"prompt": "p", "completion": "c"}
+    if suffix == ".parquet":
+        return write_parquet(tmp_path / f"pool{suffix}", rows)
+    return write_jsonl(tmp_path / f"pool{suffix}", rows)
+
+
+@pytest.mark.parametrize("name, record, reason, problem", EMPTY, ids=[case[0] for case in EMPTY])
+def test_empty_prompts_and_responses_are_excluded_or_refused_with_strict(tmp_path, tokenizer, name, record, reason,
+                                                                         problem):
+    path = empty_pool(tmp_path, record)
+    pool = load_pool(path)
+    # Kept in place (so ids stay aligned with the input), flagged with the reason, counted.
+    assert [e.excluded for e in pool.examples] == [None, reason]
+    assert pool.ids == [reference_id(r.data) for r in read_records(path)]
+    assert pool.exclusion_counts() == {reason: 1} and pool.summary()["excluded"] == {reason: 1}
+    # No token of it carries loss, whatever the rule; the good one is untouched.
+    good, empty = tokenize_examples(tokenizer, pool.examples)
+    assert good.exclusion is None and good.n_tokens > 0
+    assert empty.excluded == empty.exclusion == reason and empty.n_tokens == 0 and len(empty) > 0
+    # --strict refuses it, naming the file and line.
+    with pytest.raises(InputError) as e:
+        load_pool(path, strict=True)
+    assert (e.value.path, e.value.line) == (str(path), 2)
+    assert str(e.value).startswith(f"{path}:2: {problem}") and "--strict" in str(e.value)
+    assert e.value.exit_code == 2
+
+
+def test_strict_names_the_record_where_a_format_has_no_lines(tmp_path):
+    path = empty_pool(tmp_path, {"instruction": "c", "output": ""}, ".parquet")
+    assert [e.excluded for e in load_pool(path).examples] == [None, "empty_response"]
+    with pytest.raises(InputError) as e:
+        load_pool(path, strict=True)
+    assert str(e.value).startswith(f"{path}: record 2: field 'output' is empty")
+
+
+def test_a_pool_with_nothing_usable_is_an_error(tmp_path):
+    path = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": "a", "output": ""}, {"instruction": " ", "output": "b"},
+                                                 {"instruction": "a", "output": ""}])  # the third repeats the first
+    with pytest.raises(InputError) as e:
+        load_pool(path)
+    assert str(e.value) == (f"{path}: no usable example: all 2 example(s) are excluded (1 empty_response, "
+                            "1 empty_prompt), so nothing is left to learn from")
+    assert e.value.exit_code == 2
+    # One usable example is enough.
+    write_jsonl(path, [{"instruction": "a", "output": ""}, {"instruction": "c", "output": "d"}])
+    assert [e.excluded for e in load_pool(path).examples] == ["empty_response", None]
+
+
+def test_check_data_counts_and_lists_the_excluded_and_strict_refuses_them(tmp_path):
+    write_jsonl(tmp_path / "pool.jsonl", [ROWS[0], {"instruction": "x", "output": " "}, ROWS[1],
+                                          {"instruction": "", "output": "y"}, {"instruction": "z", "output": ""}])
+    result = run_cli("check-data", "pool.jsonl", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["records"], report["examples"]) == (5, 5)
+    assert report["excluded"] == {"empty_prompt": 1, "empty_response": 2}
+    assert [(x["line"], x["reason"]) for x in report["excluded_examples"]] == [
+        (2, "empty_response"), (4, "empty_prompt"), (5, "empty_response")]
+    assert "1 empty prompt, 2 empty response: left out" in result.stderr and "line 2, line 4, line 5" in result.stderr
+    strict = run_cli("check-data", "pool.jsonl", "--strict", cwd=tmp_path)
+    assert strict.returncode == 2 and "pool.jsonl:2: field 'output' is empty" in strict.stderr
+    assert "Traceback" not in strict.stderr and strict.stdout == ""
+    write_jsonl(tmp_path / "clean.jsonl", ROWS)
+    clean = run_cli("check-data", "clean.jsonl", "--strict", cwd=tmp_path)
+    assert clean.returncode == 0 and json.loads(clean.stdout)["excluded"] == {} and "note" not in clean.stderr
 
 
 def test_files_that_cannot_be_read(tmp_path):
@@ -543,14 +637,16 @@ def prompt_text(tokenizer, t) -> str:
     return tokenizer.decode(t.input_ids[~t.loss_mask].tolist())
 
 
-def test_alpaca_example_loss_is_response_plus_eos(tokenizer):
+@pytest.mark.parametrize("boundary", ["reference", "characters", "separate"])
+def test_alpaca_example_loss_is_response_plus_eos(tokenizer, boundary):
+    """No token here merges the prompt's end with the response's start, so every boundary rule agrees."""
     assert tokenizer.eos_token == "<|im_end|>"
     template = PromptTemplate.from_option("alpaca")
     cases = [(ALPACA_TRANSLATE, "Bonjour"), (ALPACA_ADD, "2 + 3 = 5.\n#### 5"), (ALPACA_COLOUR, "Blue")]
     assert [template.render("Translate to French.", "Good morning"), template.render("Add 2 and 3."),
             template.render("Name a colour.")] == [p for p, _ in cases]
     examples = [text_example(p, r, f"id{i}") for i, (p, r) in enumerate(cases)]
-    for example, t in zip(examples, tokenize_examples(tokenizer, examples, max_length=512)):
+    for example, t in zip(examples, tokenize_examples(tokenizer, examples, max_length=512, boundary=boundary)):
         assert t.example_id == example.example_id and not t.truncated
         assert t.input_ids.dtype == np.int32 and t.loss_mask.dtype == bool
         prompt_ids = tokenizer(example.prompt)["input_ids"]
@@ -578,7 +674,7 @@ def test_alpaca_tokens_one_by_one(tokenizer):
     "def f(x):\n    return x  \n\n",  # whitespace-only tokens (indentation, trailing spaces)
     "  leading spaces",
     "日本語のテキスト 🙂 é",  # characters split over several byte-level tokens
-    "",  # an empty response still learns to stop
+    "",  # an empty response still learns to stop (a pool leaves such records out: test_empty_prompts_...)
 ])
 def test_response_tokens_decode_exactly(tokenizer, response):
     [t] = tokenize_examples(tokenizer, [text_example(ALPACA_COLOUR, response)])
@@ -669,6 +765,92 @@ def test_truncation(tokenizer):
     assert loss_text(tokenizer, chat_cut) == "Hello!<|im_end|>" and chat_full.n_tokens == 5 and chat_cut.n_tokens == 3
     [chat_gone] = tokenize_examples(tokenizer, [chat_example(*MULTI_TURN)], max_length=19)
     assert chat_gone.truncated and chat_gone.n_tokens == 0
+
+
+# -- the prompt/response boundary: SmolLM2 reads "### Response:-129" as ":-", "1", "2", "9" ------------------------
+MERGED = "-129"
+EOS = ("<|im_end|>", True)
+# The last tokens of ALPACA_ADD + MERGED under each rule, worked out by hand from SmolLM2's vocabulary.
+BOUNDARY_TAILS = {
+    # The papers' rule: as many tokens masked as the prompt has alone (it ends "###", "ĠResponse", ":"), so the
+    # merged ":-" is prompt and the minus sign is never learnt.
+    "reference": [("###", False), ("ĠResponse", False), (":-", False), ("1", True), ("2", True), ("9", True), EOS],
+    # Every token touching a response character: ":-" is response, its ":" included.
+    "characters": [("###", False), ("ĠResponse", False), (":-", True), ("1", True), ("2", True), ("9", True), EOS],
+    # Tokenised apart: the prompt ends with ":" as at generation time, and "-" is the first response token.
+    "separate": [("###", False), ("ĠResponse", False), (":", False), ("-", True), ("1", True), ("2", True), ("9", True),
+                 EOS],
+}
+
+
+def test_boundary_rules_where_a_token_merges_prompt_and_response(tokenizer):
+    prompt_ids = tokenizer(ALPACA_ADD)["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(prompt_ids)[-3:] == ["###", "ĠResponse", ":"]
+    joint_ids = tokenizer(ALPACA_ADD + MERGED)["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(joint_ids)[-4:] == [":-", "1", "2", "9"] and len(joint_ids) == len(prompt_ids) + 3
+    eos = tokenizer.eos_token_id
+    example = text_example(ALPACA_ADD, MERGED)
+    got = {rule: tokenize_examples(tokenizer, [example], boundary=rule)[0] for rule in BOUNDARY_TAILS}
+    for rule, t in got.items():
+        assert pairs(tokenizer, t)[-len(BOUNDARY_TAILS[rule]):] == BOUNDARY_TAILS[rule], rule
+        assert not t.loss_mask[: len(prompt_ids) - 1].any(), rule  # the rest of the prompt never carries loss
+        assert t.input_ids[-1] == eos and t.loss_mask[-1] and not t.truncated, rule  # EOS closes it, with loss
+    assert got["reference"].input_ids.tolist() == got["characters"].input_ids.tolist() == joint_ids + [eos]
+    assert got["separate"].input_ids.tolist() == prompt_ids + tokenizer(MERGED, add_special_tokens=False)["input_ids"] + [eos]
+    assert int((~got["reference"].loss_mask).sum()) == int((~got["separate"].loss_mask).sum()) == len(prompt_ids)
+    assert {rule: t.n_tokens for rule, t in got.items()} == {"reference": 4, "characters": 5, "separate": 5}
+    assert {rule: loss_text(tokenizer, t) for rule, t in got.items()} == {
+        "reference": "129<|im_end|>", "characters": ":-129<|im_end|>", "separate": "-129<|im_end|>"}
+    # The default is the papers' rule.
+    assert tokenize_examples(tokenizer, [example])[0].loss_mask.tolist() == got["reference"].loss_mask.tolist()
+
+
+def test_boundary_rules_under_truncation(tokenizer):
+    example = text_example(ALPACA_ADD, MERGED)
+    n_prompt = len(tokenizer(ALPACA_ADD)["input_ids"])
+    rules = list(BOUNDARY_TAILS)
+
+    def cut(max_length: int) -> dict:
+        return {rule: tokenize_examples(tokenizer, [example], max_length, rule)[0] for rule in rules}
+
+    # Cut right after the prompt's length: only characters keeps a loss token, the merged ":-".
+    at_prompt = cut(n_prompt)
+    assert {r: (t.n_tokens, t.truncated) for r, t in at_prompt.items()} == {
+        "reference": (0, True), "characters": (1, True), "separate": (0, True)}
+    assert [t.exclusion for t in at_prompt.values()] == ["no_response_tokens", None, "no_response_tokens"]
+    # Two tokens past it.
+    two = cut(n_prompt + 2)
+    assert {r: loss_text(tokenizer, t) for r, t in two.items()} == {"reference": "12", "characters": ":-12",
+                                                                   "separate": "-1"}
+    assert all(len(t) == n_prompt + 2 and t.truncated for t in two.values())
+    # One short of the whole: the EOS is what is cut, under every rule.
+    for rule in rules:
+        [whole] = tokenize_examples(tokenizer, [example], boundary=rule)
+        [no_eos] = tokenize_examples(tokenizer, [example], len(whole) - 1, rule)
+        assert no_eos.truncated and no_eos.n_tokens == whole.n_tokens - 1 and no_eos.input_ids[-1] != tokenizer.eos_token_id
+        [exact] = tokenize_examples(tokenizer, [example], len(whole), rule)
+        assert not exact.truncated and exact.loss_mask.tolist() == whole.loss_mask.tolist()
+
+
+def test_boundary_rules_leave_chat_alone_and_bad_values_are_refused(tokenizer):
+    chats = [tokenize_examples(tokenizer, [chat_example(*MULTI_TURN)], boundary=rule)[0] for rule in BOUNDARY_TAILS]
+    assert all(pairs(tokenizer, t) == MULTI_TURN_PAIRS for t in chats)
+    with pytest.raises(InputError, match="unknown value 'chars'") as e:
+        tokenize_examples(tokenizer, [text_example("Q:", " A")], boundary="chars")
+    assert e.value.parameter == "boundary"
+
+
+def test_separate_refuses_a_tokenizer_that_starts_every_text_with_a_space(tokenizer):
+    from tokenizers import pre_tokenizers
+
+    spaced = copy.deepcopy(tokenizer)  # as SentencePiece's dummy prefix does
+    spaced.backend_tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True, use_regex=True)
+    example = text_example(ALPACA_ADD, "5")
+    with pytest.raises(InputError, match="starts every text with a space") as e:
+        tokenize_examples(spaced, [example], boundary="separate")
+    assert e.value.parameter == "boundary"
+    for rule in ("reference", "characters"):
+        assert tokenize_examples(spaced, [example], boundary=rule)[0].n_tokens == 2
 
 
 def test_first_token_never_carries_loss(tokenizer):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -142,6 +143,32 @@ def test_a_run_directory_refuses_other_settings(tiny_run, tiny_model_dir, math_p
     with pytest.raises(InputError, match="max_length"):
         record(math_pool, str(tiny_model_dir), tiny_run.root, RecordConfig(**FAST),
                data_config=DataConfig(max_length=64), score_config=ScoreConfig(shard_size=16), show_progress=False)
+
+
+def test_the_boundary_rule_is_part_of_a_store_and_old_stores_keep_theirs(tiny_run, tiny_model_dir, math_pool, tmp_path):
+    """A store records its boundary rule; one recorded before the option (no key) masked by characters, and
+    resumes under that rule only."""
+    assert tiny_run.manifest["boundary"] == "reference"
+    settings = dict(config=RecordConfig(**FAST), score_config=ScoreConfig(shard_size=16), show_progress=False)
+    with pytest.raises(InputError, match=r"different settings \(boundary\)"):
+        record(math_pool, str(tiny_model_dir), tiny_run.root, data_config=DataConfig(boundary="characters"), **settings)
+    old = tmp_path / "old"
+    shutil.copytree(tiny_run.root, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["boundary"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    assert record(math_pool, str(tiny_model_dir), old, data_config=DataConfig(boundary="characters"),
+                  **settings).manifest["complete"]
+    for rule in ("reference", "separate"):
+        with pytest.raises(InputError, match=r"different settings \(boundary\)"):
+            record(math_pool, str(tiny_model_dir), old, data_config=DataConfig(boundary=rule), **settings)
+
+
+def test_chat_stores_record_the_chat_rule_whatever_the_option(math_pool):
+    from s2l.trajectories.record import boundary_used
+
+    assert [boundary_used("chat", DataConfig(boundary=rule)) for rule in ("reference", "separate")] == ["characters"] * 2
+    assert boundary_used("alpaca", DataConfig(boundary="separate")) == "separate"
 
 
 def test_export_writes_the_trajectory_table(tiny_run, tmp_path):

@@ -159,6 +159,17 @@ def test_examples_without_response_tokens_are_excluded_and_counted(tiny_model_di
     assert not (tmp_path / "none").exists() and not list(tmp_path.glob(".none*"))
 
 
+def test_the_job_holds_the_boundary_rule_as_trainings_before_the_option_did():
+    from s2l.training import _job_config
+
+    assert _job_config(TrainConfig(), "alpaca")["data"]["boundary"] == "reference"
+    # characters is what trainings made before the option used, and chat always masks by characters: no key,
+    # as in their jobs. --strict trains the same weights or none, so it is never part of the job.
+    for config, format in ((TrainConfig(data=DataConfig(boundary="characters")), "alpaca"), (TrainConfig(), "chat")):
+        assert set(_job_config(config, format)["data"]) == {"format", "template", "id_column", "split", "max_length"}
+    assert "strict" not in _job_config(TrainConfig(data=DataConfig(strict=True)), "alpaca")["data"]
+
+
 def test_lora_saves_the_adapter_and_a_merged_model(tiny_model_dir, math_pool, tmp_path):
     pytest.importorskip("peft")
     config = TrainConfig(**{**FAST, "epochs": 1}, lora=True, lora_target_modules="all-linear")

@@ -466,16 +466,28 @@ def info(run: str = typer.Argument(..., help="A run directory (or an fsspec URL)
 def check_data(data: Path = typer.Argument(..., help="The SFT pool to check."),
                format: str = field_option(DataConfig, "format"), template: str = field_option(DataConfig, "template"),
                id_column: Optional[str] = field_option(DataConfig, "id_column"),
-               split: Optional[str] = field_option(DataConfig, "split")):
-    """Read a pool as `record` would and report its format, size, sources and duplicates; bad input fails here in seconds rather than after hours.
+               split: Optional[str] = field_option(DataConfig, "split"),
+               strict: bool = field_option(DataConfig, "strict")):
+    """Read a pool as `record` would and report its format, size, sources, duplicates and the examples excluded for an empty prompt or response; bad input fails here in seconds rather than after hours.
 
     [bold]Example[/]: s2l check-data pool.jsonl
     """
     from s2l.data import load_pool
 
-    DataConfig(format=format, template=template, id_column=id_column, split=split)  # checked as record checks them
-    pool = load_pool(data, format=format, template=template, id_column=id_column, split=split)
-    typer.echo(json.dumps(pool.summary(), indent=2))
+    # checked as record checks them
+    DataConfig(format=format, template=template, id_column=id_column, split=split, strict=strict)
+    pool = load_pool(data, format=format, template=template, id_column=id_column, split=split, strict=strict)
+    excluded = [e for e in pool.examples if e.excluded]
+    summary = pool.summary()
+    summary["excluded_examples"] = [{"line": e.line, "index": e.index, "example_id": e.example_id,
+                                     "reason": e.excluded} for e in excluded[:1000]]
+    typer.echo(json.dumps(summary, indent=2))
+    if excluded:
+        where = ", ".join(f"line {e.line}" if e.line is not None else f"record {e.index + 1}" for e in excluded[:10])
+        more = f" and {len(excluded) - 10} more" if len(excluded) > 10 else ""
+        counts = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in pool.exclusion_counts().items())
+        say(f"[yellow]note:[/] {counts}: left out (no loss, never trained on or selected), at {where}{more}; "
+            "--strict refuses them")
 
 
 @app.command()

@@ -29,6 +29,8 @@ DTYPES = ("float32", "fp32", "bf16", "bfloat16", "fp16", "float16")
 PRECISIONS = ("bf16-mixed", "float32")
 OPTIMIZERS = ("adamw_torch_fused", "adamw_torch")
 CAPTURES = ("snapshots", "in-training")
+# Where a non-chat example's loss starts (s2l.data.tokenize): the papers' rule, or the two without a merged token.
+BOUNDARIES = ("reference", "characters", "separate")
 
 
 def setting(default: Any = dataclasses.MISSING, help: str = "", *, flags: tuple[str, ...] = (),
@@ -105,6 +107,16 @@ class DataConfig(Settings):
     id_column: str | None = setting(None, "Column holding your example ids (default: a hash of each record).")
     split: str | None = setting(None, "Split to read from a saved DatasetDict.")
     max_length: int = setting(512, "Tokens per example; longer ones are truncated.", minimum=2)
+    boundary: str = setting("reference", "Where the loss starts in non-chat records. reference (the papers' code): prompt "
+                            "and response tokenised together, the prompt's own token count masked, so a token that "
+                            "merges the prompt's last character with the response's first counts as prompt. "
+                            "characters: every token touching a response character carries loss (what stores recorded "
+                            "before this option used). separate: prompt and response tokenised apart, so no token "
+                            "merges them (best for short answers, where that token is much of the answer). Chat "
+                            "records always use the chat template's character spans.", choices=BOUNDARIES)
+    strict: bool = setting(False, "Refuse a record whose prompt or response is empty (or whitespace only; in chat, "
+                           "an empty assistant turn or none), naming FILE:LINE. Without it such examples are left "
+                           "out: listed with their reason, counted and reported, never trained on or selected.")
 
 
 # -- scoring ----------------------------------------------------------------------------------------------

@@ -32,7 +32,8 @@ import numpy as np
 import torch
 
 from s2l.data import Example, load_pool, tokenize_examples
-from s2l.data.tokenize import chat_spans
+from s2l.data.formats import NO_ASSISTANT_TURN
+from s2l.data.tokenize import NO_RESPONSE_TOKENS, chat_spans, exclusion_counts
 from s2l.fileio import atomic_path, fault_point, write_json_atomic
 from s2l.models import default_device, load_model, load_tokenizer, resolve, revision
 from s2l.progress import make_progress
@@ -287,10 +288,10 @@ def evaluate(
     model_path = resolve(model)
     tok = load_tokenizer(model_path, tokenizer)
     pool = load_pool(data, format=data_config.format, template=data_config.template,
-                     id_column=data_config.id_column, split=data_config.split)
+                     id_column=data_config.id_column, split=data_config.split, strict=data_config.strict)
     examples = pool.examples[: config.limit] if config.limit is not None else pool.examples
     records = [pool.records[e.index].data for e in examples]
-    tokenized = tokenize_examples(tok, examples, data_config.max_length)
+    tokenized = tokenize_examples(tok, examples, data_config.max_length, data_config.boundary)
     net = load_model(model_path, config.dtype, device or default_device())
 
     with make_progress(disable=not show_progress) as progress:
@@ -300,19 +301,23 @@ def evaluate(
         progress.update(task, completed=len(examples))
         completions: list[Completion | None] = [None] * len(examples)
         if config.generate:
-            task = progress.add_task("generating", total=len(examples), info="")
-            completions = generate_completions(net, tok, [prompt_ids(tok, e) for e in examples],
-                                               config.max_new_tokens, config.batch_size,
-                                               on_batch=lambda k: progress.advance(task, k))
+            # An example excluded for an empty prompt or answer has nothing to be judged against.
+            asked = [i for i, e in enumerate(examples) if not e.excluded]
+            task = progress.add_task("generating", total=len(asked), info="")
+            generated = generate_completions(net, tok, [prompt_ids(tok, examples[i]) for i in asked],
+                                             config.max_new_tokens, config.batch_size,
+                                             on_batch=lambda k: progress.advance(task, k))
+            for i, completion in zip(asked, generated):
+                completions[i] = completion
 
     rows = []
-    for example, record, loss, n, completion in zip(examples, records, losses, n_tokens, completions):
+    for example, t, record, loss, n, completion in zip(examples, tokenized, records, losses, n_tokens, completions):
         verdict = judge(completion.text, record, reference_text(example)) if completion else None
         rows.append({
             "example_id": example.example_id,
             "source": example.source,
             "ood": bool(record.get("ood", False)),
-            "prompt": _excerpt(prompt_text(tok, example)),
+            "prompt": None if example.excluded == NO_ASSISTANT_TURN else _excerpt(prompt_text(tok, example)),
             "completion": completion.text if completion else None,
             "stopped": completion.stopped if completion else None,
             "extracted": verdict.extracted if verdict else None,
@@ -321,6 +326,7 @@ def evaluate(
             "scorer": verdict.scorer if verdict else None,
             "loss": None if math.isnan(loss) else float(loss),  # NaN: no response token left after truncation
             "n_tokens": int(n),
+            "excluded": t.exclusion,
         })
 
     metrics = {
@@ -341,8 +347,9 @@ def evaluate(
     for r in rows:
         by_source.setdefault(r["source"] or "(none)", []).append(r)
     metrics["by_source"] = {source: summarize(group) for source, group in sorted(by_source.items())}
+    counts = exclusion_counts(tokenized)  # no_response_tokens, and empty_response etc. where there are any
     metrics["excluded"] = {"duplicates": len(pool.duplicates),
-                           "no_response_tokens": sum(1 for r in rows if r["loss"] is None),
+                           "no_response_tokens": counts.pop(NO_RESPONSE_TOKENS, 0), **counts,
                            "generation_cut_at_max_new_tokens": sum(1 for r in rows if r["stopped"] is False)}
     metrics["settings"] = asdict(config)
     metrics["device"] = str(next(net.parameters()).device)

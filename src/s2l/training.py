@@ -28,6 +28,7 @@ import torch
 from s2l import __version__
 from s2l.config import TrainConfig
 from s2l.data import prepare_pool
+from s2l.data.tokenize import NO_RESPONSE_TOKENS, exclusion_counts
 from s2l.errors import InputError
 from s2l.fileio import building_directory, fault_point, write_bytes_atomic, write_json_atomic
 from s2l.fine_tuning import FineTuning, few_steps_note, latest_state
@@ -130,8 +131,7 @@ def train(data: str | Path, model: str, out: str | Path, config: TrainConfig | N
         log.warning(note)
 
     job = {"dataset_fingerprint": pool.fingerprint, "model": str(model), "model_revision": revision(model_path),
-           "tokenizer": str(tokenizer or model),
-           "config": {k: v for k, v in asdict(config).items() if k not in _NOT_IN_JOB}}
+           "tokenizer": str(tokenizer or model), "config": _job_config(config, pool.format)}
     if finished is not None:
         if finished.get("job") == job and not overwrite:
             log.info(f"{out}: already trained with this data, model and settings; nothing to do")
@@ -165,13 +165,27 @@ def train(data: str | Path, model: str, out: str | Path, config: TrainConfig | N
     return out
 
 
+def _job_config(config: TrainConfig, format: str) -> dict:
+    """The settings that make the weights what they are (a finished or interrupted training must match them)."""
+    job = {k: v for k, v in asdict(config).items() if k not in _NOT_IN_JOB}
+    job["data"].pop("strict")  # refuses a pool or trains exactly as without it
+    if format == "chat" or config.data.boundary == "characters":
+        # Chat masks by characters whatever the option says: what trainings made before the option used.
+        job["data"].pop("boundary")
+    return job
+
+
 def _trainable(data, pool, tokenized, max_length: int) -> tuple[list, dict]:
     """The examples with a response token to train on, and what was left out (counted and said)."""
     trainable = [t for t in tokenized if t.n_tokens > 0]
-    excluded = {"duplicate": len(pool.duplicates), "no_response_tokens": len(tokenized) - len(trainable)}
+    counts = exclusion_counts(tokenized)  # no_response_tokens, and empty_response etc. where there are any
+    excluded = {"duplicate": len(pool.duplicates), "no_response_tokens": counts.pop(NO_RESPONSE_TOKENS, 0), **counts}
     if excluded["no_response_tokens"]:
         log.warning(f"{excluded['no_response_tokens']} example(s) have no response token after truncation to "
                     f"{max_length} tokens: left out of training (ids in {MANIFEST})")
+    for reason in counts:
+        log.warning(f"{counts[reason]} example(s) excluded: {reason.replace('_', ' ')}; left out of training "
+                    f"(ids in {MANIFEST}; --strict refuses them)")
     if excluded["duplicate"]:
         log.warning(f"{excluded['duplicate']} duplicate record(s) trained on once")
     if not trainable:
@@ -276,7 +290,8 @@ def _manifest(data, model, model_path, pool, tokenized, trainable, excluded, job
         "n_examples": len(pool.examples),
         "n_trained": len(trainable),
         "excluded": excluded,
-        "excluded_ids": {"no_response_tokens": [t.example_id for t in tokenized if t.n_tokens == 0][:1000]},
+        "excluded_ids": {reason: [t.example_id for t in tokenized if t.exclusion == reason][:1000]
+                         for reason in excluded if reason != "duplicate"},
         "truncated_kept": sum(1 for t in trainable if t.truncated),
         "response_tokens": int(sum(t.n_tokens for t in trainable)),
         "steps": tuning.step,

@@ -15,6 +15,13 @@ from s2l.errors import InputError
 
 FORMATS = ("alpaca", "mathinstruct", "prompt-response", "chat")
 
+# Why a well-formed record still cannot teach anything: it is kept (listed, with no loss, never trained on or
+# selected) and counted, or refused with `strict`.
+EMPTY_PROMPT = "empty_prompt"  # the instruction or prompt is empty or whitespace
+EMPTY_RESPONSE = "empty_response"  # the output / response / an assistant turn is empty or whitespace
+NO_ASSISTANT_TURN = "no_assistant_turn"  # a conversation with nothing for the model to say
+EMPTY_REASONS = (EMPTY_PROMPT, EMPTY_RESPONSE, NO_ASSISTANT_TURN)
+
 # The Stanford Alpaca template, as used by both papers' reference code (prompt ends at "### Response:",
 # the response follows directly and is closed by EOS).
 ALPACA_WITH_INPUT = (
@@ -72,6 +79,7 @@ class Example:
     prompt: str | None = None
     response: str | None = None
     messages: tuple[tuple[str, str], ...] | None = None  # (role, content) pairs
+    excluded: str | None = None  # one of EMPTY_REASONS: kept in place, but nothing to learn from
 
     @property
     def is_chat(self) -> bool:
@@ -97,9 +105,16 @@ def _text_field(path: Path, record: Record, name: str, required: bool = True) ->
     value = record.data[name]
     if not isinstance(value, str):
         raise record_error(path, record, f"field {name!r} must be a string, got {type(value).__name__}")
-    if required and not value.strip():  # an empty request or answer teaches nothing but noise
-        raise record_error(path, record, f"field {name!r} is empty")
     return value
+
+
+def _empty(path: Path, record: Record, strict: bool, reason: str, problem: str) -> str:
+    """An empty request or answer teaches nothing but noise: the example is excluded (`reason`), or with
+    `strict` the record is refused."""
+    if strict:
+        raise record_error(path, record, f"{problem} (--strict refuses such records; without it the example is "
+                                         "left out and reported)")
+    return reason
 
 
 def _source(path: Path, record: Record) -> str | None:
@@ -111,7 +126,7 @@ def _source(path: Path, record: Record) -> str | None:
     return str(value)
 
 
-def _messages(path: Path, record: Record) -> tuple[tuple[str, str], ...]:
+def _messages(path: Path, record: Record, strict: bool) -> tuple[tuple[tuple[str, str], ...], str | None]:
     value = record.data.get("messages")
     if not isinstance(value, list) or not value:
         raise record_error(path, record, "field 'messages' must be a non-empty list of {role, content} objects")
@@ -123,27 +138,41 @@ def _messages(path: Path, record: Record) -> tuple[tuple[str, str], ...]:
         if not isinstance(role, str) or not isinstance(content, str):
             raise record_error(path, record, f"messages[{i}] needs string 'role' and 'content' fields")
         turns.append((role, content))
+    excluded = None
+    empty = [i for i, (role, content) in enumerate(turns) if role == "assistant" and not content.strip()]
     if not any(role == "assistant" for role, _ in turns):
-        raise record_error(path, record, "the conversation has no assistant turn, so nothing to learn")
-    if not any(role == "assistant" and content.strip() for role, content in turns):
-        raise record_error(path, record, "every assistant turn is empty, so nothing to learn")
-    return tuple(turns)
+        excluded = _empty(path, record, strict, NO_ASSISTANT_TURN, "the conversation has no assistant turn, so "
+                          "nothing to learn")
+    elif empty:  # an empty turn would teach the model to end its turn at once
+        excluded = _empty(path, record, strict, EMPTY_RESPONSE, f"messages[{empty[0]}]: the assistant turn is empty")
+    return tuple(turns), excluded
 
 
-def to_example(path: Path, record: Record, fmt: str, example_id: str, template: PromptTemplate) -> Example:
-    """Check one record against its format and normalise it."""
+def to_example(path: Path, record: Record, fmt: str, example_id: str, template: PromptTemplate,
+               strict: bool = False) -> Example:
+    """Check one record against its format and normalise it. An empty (or whitespace) prompt or response makes
+    the example excluded (`Example.excluded`), or with `strict` is an error naming the record."""
     common = dict(example_id=example_id, index=record.index, line=record.line, source=_source(path, record))
     if fmt == "chat":
-        return Example(**common, messages=_messages(path, record))
+        messages, excluded = _messages(path, record, strict)
+        return Example(**common, messages=messages, excluded=excluded)
     if fmt in ("alpaca", "mathinstruct"):
-        instruction = _text_field(path, record, "instruction")
-        input_text = _text_field(path, record, "input", required=False)
-        return Example(**common, prompt=template.render(instruction, input_text), response=_text_field(path, record, "output"))
-    if fmt == "prompt-response":
-        response_key = "response" if "response" in record.data else "completion"
-        prompt = template.render(_text_field(path, record, "prompt"))
-        return Example(**common, prompt=prompt, response=_text_field(path, record, response_key))
-    raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}", parameter="format")
+        prompt_key, response_key = "instruction", "output"
+        instruction = _text_field(path, record, prompt_key)
+        prompt = template.render(instruction, _text_field(path, record, "input", required=False))
+    elif fmt == "prompt-response":
+        prompt_key, response_key = "prompt", "response" if "response" in record.data else "completion"
+        instruction = _text_field(path, record, prompt_key)
+        prompt = template.render(instruction)
+    else:
+        raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}", parameter="format")
+    response = _text_field(path, record, response_key)
+    excluded = None
+    if not response.strip():
+        excluded = _empty(path, record, strict, EMPTY_RESPONSE, f"field {response_key!r} is empty")
+    elif not instruction.strip():
+        excluded = _empty(path, record, strict, EMPTY_PROMPT, f"field {prompt_key!r} is empty")
+    return Example(**common, prompt=prompt, response=response, excluded=excluded)
 
 
 def resolve_format(path: Path, records: list[Record], fmt: str) -> str:

@@ -2,7 +2,9 @@
 
 `example_id` is the user's id column when one is named, else a hash of the record's canonical JSON,
 so the same record keeps its id across files, orderings and runs. Identical records are reported
-and kept once; two different records under one user id are an error.
+and kept once; two different records under one user id are an error. A record with an empty prompt or
+response stays in the pool, excluded (`Example.excluded`: listed with its reason, never trained on, scored or
+selected), unless `strict` refuses it; a pool where every example is excluded is an error.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from s2l.data.formats import Example, PromptTemplate, resolve_format, to_example
 from s2l.data.readers import Record, canonical_json, read_records, record_error
+from s2l.errors import InputError
 from s2l.fileio import fingerprint_path
 
 
@@ -50,6 +53,10 @@ class Pool:
     def source_counts(self) -> dict[str, int]:
         return dict(Counter(e.source or "(none)" for e in self.examples).most_common())
 
+    def exclusion_counts(self) -> dict[str, int]:
+        """Examples excluded for what their record holds (empty prompt or response), by reason."""
+        return dict(sorted(Counter(e.excluded for e in self.examples if e.excluded).items()))
+
     def summary(self) -> dict:
         return {
             "path": str(self.path),
@@ -59,6 +66,7 @@ class Pool:
             "records": len(self.records),
             "examples": len(self.examples),
             "duplicates_left_out": len(self.duplicates),
+            "excluded": self.exclusion_counts(),
             "sources": self.source_counts() if self.has_sources else None,
         }
 
@@ -69,6 +77,7 @@ def load_pool(
     template: str | PromptTemplate | None = None,
     id_column: str | None = None,
     split: str | None = None,
+    strict: bool = False,
 ) -> Pool:
     path = Path(path)
     template = template if isinstance(template, PromptTemplate) else PromptTemplate.from_option(template)
@@ -96,5 +105,9 @@ def load_pool(
             duplicates.append(Duplicate(record.index, record.line, earlier.index, earlier.line))
             continue
         first_seen[example_id] = record
-        examples.append(to_example(path, record, fmt, example_id, template))
+        examples.append(to_example(path, record, fmt, example_id, template, strict))
+    if all(e.excluded for e in examples):
+        counts = ", ".join(f"{n} {reason}" for reason, n in Counter(e.excluded for e in examples).most_common())
+        raise InputError(f"no usable example: all {len(examples)} example(s) are excluded ({counts}), so nothing is "
+                         "left to learn from", path)
     return Pool(path, fmt, template, records, examples, duplicates, fingerprint_path(path))

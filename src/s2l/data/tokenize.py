@@ -1,23 +1,38 @@
 """Tokenisation with the prompt masked: the one code path shared by recording, scoring and training.
 
-A token carries loss when its characters lie in the response (text formats; EOS appended) or in an
-assistant turn (chat, rendered with the tokenizer's chat template, the turn's end marker included).
+Text formats: the response carries loss, EOS appended. Where the prompt ends and the response begins is the
+`boundary` rule (`DataConfig.boundary`), which matters when the tokenizer merges the prompt's last character
+with the response's first into one token (SmolLM2 reads "### Response:-129" as ":-", "1", "2", "9"):
+
+    reference   prompt + response tokenised together, the first len(tokenize(prompt)) tokens masked: the rule
+                of Stanford Alpaca's code, which both papers' code uses. The merged token counts as prompt.
+    characters  prompt + response tokenised together; every token touching a response character carries
+                loss. The merged token counts as response. (What stores recorded before the option used.)
+    separate    prompt and response tokenised apart and joined: no token merges them, and the prompt's tokens
+                are those a model is given at generation time.
+
+Chat: the tokens whose characters lie in an assistant turn (rendered with the tokenizer's chat template, the
+turn's end marker included).
 Sequences are truncated to `max_length`; an example left with no loss-carrying token is kept with
-`n_tokens == 0` and reported, never scored as a number.
+`n_tokens == 0` and reported, never scored as a number. So is an example the pool excluded (an empty prompt
+or response): it is tokenised like any other, with no token carrying loss, so that it keeps its row.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
-from s2l.config import DataConfig
+from s2l.config import BOUNDARIES, DataConfig
 from s2l.data.formats import Example
 from s2l.errors import InputError
 
 _MARKER = "\ue000s2l-assistant-content\ue000"  # a private-use marker no real text contains
 BATCH = 512  # texts per call to the (Rust, multi-threaded) fast tokenizer
+NO_RESPONSE_TOKENS = "no_response_tokens"  # truncation left no loss-carrying token
 
 
 @dataclass
@@ -27,11 +42,19 @@ class TokenizedExample:
     input_ids: np.ndarray  # int32, at most max_length long
     loss_mask: np.ndarray  # bool, True where the token is predicted and counted in the loss
     truncated: bool
+    excluded: str | None = None  # the pool's reason (an empty prompt or response); no token carries loss then
 
     @property
     def n_tokens(self) -> int:
         """Tokens that carry loss (the 'n_tokens' of the trajectory store)."""
         return int(self.loss_mask.sum())
+
+    @property
+    def exclusion(self) -> str | None:
+        """Why the example has no loss, if it has none: the pool's reason, else no_response_tokens."""
+        if self.excluded:
+            return self.excluded
+        return NO_RESPONSE_TOKENS if not self.loss_mask.any() else None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -63,7 +86,14 @@ def _finish(example: Example, ids: list[int], mask: np.ndarray, max_length: int)
     mask = mask[:max_length].copy()
     if len(mask):
         mask[0] = False  # the first token has nothing before it to be predicted from
-    return TokenizedExample(example.example_id, example.source, ids_arr, mask, truncated)
+    if example.excluded:
+        mask[:] = False
+    return TokenizedExample(example.example_id, example.source, ids_arr, mask, truncated, example.excluded)
+
+
+def exclusion_counts(tokenized: Sequence[TokenizedExample]) -> dict[str, int]:
+    """Examples without a loss, by reason (no_response_tokens, empty_response, ...)."""
+    return dict(sorted(Counter(t.exclusion for t in tokenized if t.exclusion).items()))
 
 
 def chat_spans(tokenizer, messages: tuple[tuple[str, str], ...], path: str = "chat template") -> tuple[str, list[tuple[int, int]]]:
@@ -96,19 +126,50 @@ def chat_spans(tokenizer, messages: tuple[tuple[str, str], ...], path: str = "ch
     return full, spans
 
 
-def tokenize_examples(tokenizer, examples: list[Example], max_length: int = DataConfig.max_length) -> list[TokenizedExample]:
+def _check_boundary(tokenizer, boundary: str) -> None:
+    if boundary not in BOUNDARIES:
+        raise InputError(f"unknown value {boundary!r}; choose one of {', '.join(BOUNDARIES)}", parameter="boundary")
+    if boundary == "separate":
+        # A tokenizer that starts every text with a space (SentencePiece's dummy prefix, add_prefix_space) would
+        # give a response tokenised on its own a space it does not have.
+        prompt = tokenizer("x:", add_special_tokens=False)["input_ids"]
+        response = tokenizer("y", add_special_tokens=False)["input_ids"]
+        if tokenizer.decode(prompt + response) != "x:y":
+            raise InputError(f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} starts every text with a space, so "
+                             "a response tokenised apart from its prompt would begin with a space it does not have; "
+                             "choose reference or characters", parameter="boundary")
+
+
+def _text_tokens(tokenizer, examples: list[Example], boundary: str) -> list[tuple[list[int], np.ndarray]]:
+    """Input ids and loss mask of text examples (before truncation), EOS appended, under the `boundary` rule."""
+    prompts = [e.prompt for e in examples]
+    eos = tokenizer.eos_token_id
+    if boundary == "separate":
+        prompt_ids = tokenizer(prompts, add_special_tokens=True)["input_ids"]
+        response_ids = tokenizer([e.response for e in examples], add_special_tokens=False)["input_ids"]
+        return [(list(p) + list(r) + [eos], np.repeat([False, True], [len(p), len(r) + 1]))
+                for p, r in zip(prompt_ids, response_ids)]
+    texts = [e.prompt + e.response for e in examples]
+    encoded = tokenizer(texts, add_special_tokens=True, return_offsets_mapping=boundary == "characters")
+    if boundary == "characters":
+        masks = [_mask_from_spans(offsets, [(len(prompt), len(text))])
+                 for offsets, prompt, text in zip(encoded["offset_mapping"], prompts, texts)]
+    else:  # reference: as many tokens masked as the prompt has alone
+        n_prompt = [len(p) for p in tokenizer(prompts, add_special_tokens=True)["input_ids"]]
+        masks = [np.arange(len(ids)) >= n for ids, n in zip(encoded["input_ids"], n_prompt)]
+    return [(list(ids) + [eos], np.append(mask, True)) for ids, mask in zip(encoded["input_ids"], masks)]
+
+
+def tokenize_examples(tokenizer, examples: list[Example], max_length: int = DataConfig.max_length,
+                      boundary: str = DataConfig.boundary) -> list[TokenizedExample]:
     _check_tokenizer(tokenizer)
+    _check_boundary(tokenizer, boundary)
     out: list[TokenizedExample | None] = [None] * len(examples)
     text_positions = [i for i, e in enumerate(examples) if not e.is_chat]
     for start in range(0, len(text_positions), BATCH):
         chunk = text_positions[start : start + BATCH]
-        texts = [examples[i].prompt + examples[i].response for i in chunk]
-        encoded = tokenizer(texts, add_special_tokens=True, return_offsets_mapping=True)
-        for j, i in enumerate(chunk):
-            example = examples[i]
-            ids = list(encoded["input_ids"][j]) + [tokenizer.eos_token_id]
-            mask = _mask_from_spans(encoded["offset_mapping"][j], [(len(example.prompt), len(texts[j]))])
-            out[i] = _finish(example, ids, np.append(mask, True), max_length)
+        for i, (ids, mask) in zip(chunk, _text_tokens(tokenizer, [examples[i] for i in chunk], boundary)):
+            out[i] = _finish(examples[i], ids, mask, max_length)
     for i, example in enumerate(examples):
         if example.is_chat:
             text, spans = chat_spans(tokenizer, example.messages, getattr(tokenizer, "name_or_path", "chat template"))
@@ -124,5 +185,5 @@ def prepare_pool(data, tokenizer, config) -> tuple:
     from s2l.data.pool import load_pool
 
     pool = load_pool(data, format=config.format, template=config.template, id_column=config.id_column,
-                     split=config.split)
-    return pool, tokenize_examples(tokenizer, pool.examples, config.max_length)
+                     split=config.split, strict=config.strict)
+    return pool, tokenize_examples(tokenizer, pool.examples, config.max_length, config.boundary)

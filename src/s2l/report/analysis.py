@@ -196,7 +196,11 @@ def learning_percentage(run: Run) -> LP | str:
     selector = make_selector("lp", diversity=False).fit(t)
     values = selector.scores_
     finite = np.isfinite(values)
-    return LP(values=values, excluded=selector.exclusion_counts(), below=int((values[finite] < 0).sum()),
+    # Rows without a loss are excluded for the reason the recording gave (an empty response, ...).
+    reasons = np.where((selector.excluded_ == "no_response_tokens") & (run.excluded != ""), run.excluded,
+                       selector.excluded_)
+    excluded = dict(sorted(Counter(r for r in reasons if r).items()))
+    return LP(values=values, excluded=excluded, below=int((values[finite] < 0).sum()),
               within=int(((values[finite] >= 0) & (values[finite] <= 1)).sum()),
               above=int((values[finite] > 1).sum()), columns=dict(selector.epoch_columns_), stats=describe(values))
 

@@ -241,6 +241,10 @@ def pool_section(report: Report) -> str:
     parts.append("<h3>Excluded examples</h3>")
     if p.excluded:
         reasons = {"no_response_tokens": "no response token left after truncation: no loss, never selected",
+                   "empty_response": "the record's response (output, or an assistant turn) is empty: no loss, never "
+                   "trained on or selected",
+                   "empty_prompt": "the record's instruction or prompt is empty: no loss, never trained on or selected",
+                   "no_assistant_turn": "the conversation has no assistant turn: no loss, never trained on or selected",
                    "no_loss": "no loss at some snapshot", "duplicate (kept once, not in the run)":
                    "identical to an earlier record: kept once"}
         parts.append(html.table(["reason", html.Cell("examples", True), "meaning"],

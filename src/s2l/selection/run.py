@@ -152,11 +152,26 @@ def run_selection(
                          "pass the same file", data)
 
     t, pool_rows = align(loaded, pool)
+    t, reasons = _without_empty_examples(t, pool, pool_rows)
     selector.fit(t, **_fit_inputs(selector, t, pool, pool_rows))
+    excluded = reasons != ""
+    selector.excluded_[excluded] = reasons[excluded]  # counted under their own reason, not as no_response_tokens
     ids = selector.select(budget)
     manifest = _manifest(selector, budget, loaded, pool, t, pool_rows)
     _write(out, force, selector, pool, pool_rows, manifest)
     return SelectionResult(out, selector, ids, pool, manifest, time.perf_counter() - started)
+
+
+def _without_empty_examples(t: Trajectories, pool: Pool, pool_rows: np.ndarray) -> tuple[Trajectories, np.ndarray]:
+    """The trajectories with no loss for the examples the pool excludes (an empty prompt or response), so that no
+    method can select them even where a table gives them losses; and each row's reason ("" for none)."""
+    reasons = np.asarray([pool.examples[r].excluded or "" for r in pool_rows], dtype=object)
+    excluded = reasons != ""
+    if excluded.any():
+        losses = t.losses.copy()
+        losses[excluded] = np.nan
+        t = Trajectories(ids=t.ids, losses=losses, n_tokens=t.n_tokens, sources=t.sources, snapshots=t.snapshots)
+    return t, reasons
 
 
 def _fit_inputs(selector: Selector, t: Trajectories, pool: Pool, pool_rows: np.ndarray) -> dict[str, Any]:

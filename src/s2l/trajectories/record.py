@@ -29,6 +29,8 @@ import torch
 from s2l import __version__
 from s2l.config import DataConfig, RecordConfig, ScoreConfig
 from s2l.data import Pool, TokenizedExample, prepare_pool
+from s2l.data.formats import EMPTY_REASONS
+from s2l.data.tokenize import NO_RESPONSE_TOKENS, exclusion_counts
 from s2l.distributed import ProcessGroup, full_state, is_sharded, join, shard_model
 from s2l.errors import InputError
 from s2l.fine_tuning import FineTuning, few_steps_note, latest_state, step_counts
@@ -54,15 +56,20 @@ def examples_table(pool: Pool, tokenized: Sequence[TokenizedExample]):
         "n_tokens": pa.array(n_tokens, pa.int32()),
         "n_input_tokens": pa.array([len(t) for t in tokenized], pa.int32()),
         "truncated": pa.array([t.truncated for t in tokenized], pa.bool_()),
-        "excluded": pa.array([None if n else "no_response_tokens" for n in n_tokens], pa.string()),
+        "excluded": pa.array([t.exclusion for t in tokenized], pa.string()),
     })
 
 
 def exclusion_report(pool: Pool, tokenized: Sequence[TokenizedExample]) -> dict:
+    """Counts by reason: duplicates (left out of the pool), examples with no loss (kept, flagged) and truncated
+    ones still with a loss. An empty prompt or response (empty_prompt, empty_response, no_assistant_turn) is
+    counted only where it occurs, so manifests of pools without any keep their old keys."""
+    counts = exclusion_counts(tokenized)
     return {
         "duplicate": len(pool.duplicates),
-        "no_response_tokens": sum(1 for t in tokenized if t.n_tokens == 0),
+        "no_response_tokens": counts.pop(NO_RESPONSE_TOKENS, 0),
         "truncated_kept": sum(1 for t in tokenized if t.truncated and t.n_tokens > 0),
+        **counts,
     }
 
 
@@ -74,6 +81,12 @@ def environment() -> dict:
     return {"python": platform.python_version(), "transformers": transformers.__version__,
             "numpy": np.__version__, "torch_threads": torch.get_num_threads(),
             "device": default_device(), "machine": platform.machine()}
+
+
+def boundary_used(format: str, data_config: DataConfig) -> str:
+    """Where the loss starts, as a store records it: chat records always use the chat template's character
+    spans, whatever the option says."""
+    return "characters" if format == "chat" else data_config.boundary
 
 
 def base_manifest(kind: str, pool: Pool, tokenized, data_config: DataConfig, score_config: ScoreConfig,
@@ -94,6 +107,7 @@ def base_manifest(kind: str, pool: Pool, tokenized, data_config: DataConfig, sco
         "id_column": data_config.id_column,
         "tokenizer": tokenizer_name,
         "max_length": data_config.max_length,
+        "boundary": boundary_used(pool.format, data_config),
         "dtype": score_config.dtype,
         "compiled": score_config.compile,
         "shard_size": score_config.shard_size,
@@ -114,6 +128,10 @@ def report_exclusions(manifest: dict) -> None:
     if excluded["no_response_tokens"]:
         log.warning(f"{excluded['no_response_tokens']} example(s) have no response token after truncation to "
                     f"{manifest['max_length']} tokens: kept in the store with no loss (NaN), flagged in examples.parquet")
+    for reason in EMPTY_REASONS:
+        if excluded.get(reason):
+            log.warning(f"{excluded[reason]} example(s) excluded: {reason.replace('_', ' ')}. Kept in the store with "
+                        "no loss (NaN), never trained on, flagged in examples.parquet (--strict refuses them)")
     if excluded["truncated_kept"]:
         log.info(f"{excluded['truncated_kept']} example(s) were truncated to {manifest['max_length']} tokens")
 
