@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from s2l.config import ScoreConfig
 from s2l.data.tokenize import TokenizedExample
 from s2l.distributed import is_sharded
+from s2l.trajectories.head_loss import chunked_head_losses
 
 # Architectures whose logits are exactly `lm_head(last_hidden_state)` (Gemma 2's soft-capping is applied
 # below). Others go through the model's own forward, which is correct but computes every logit.
@@ -57,10 +58,14 @@ def pad_batch(examples: Sequence[TokenizedExample], device) -> tuple[torch.Tenso
     return as_tensor(input_ids), as_tensor(attention), as_tensor(loss_mask)
 
 
-def token_losses(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def token_losses(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor,
+                 chunked: bool = False, body=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy (float32) at every loss-carrying token, and the batch row each belongs to.
 
     Token p is predicted from position p - 1, so the loss mask is shifted by one against the outputs.
+    `chunked`: when gradients are wanted, project and differentiate the vocabulary a chunk at a time
+    (`head_loss.chunked_head_losses`: the same losses, gradients equal up to rounding, far less memory).
+    `body`: the transformer body to call instead of `model.base_model` (a compiled one).
     """
     predicts = loss_mask[:, 1:]  # output position p-1 predicts token p
     targets = input_ids[:, 1:][predicts]
@@ -68,10 +73,13 @@ def token_losses(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, l
     # A model sharded with FSDP gathers its outer weights (embeddings, head) only inside its own forward, so it
     # takes the plain path with full logits.
     if model.config.model_type in HEAD_ONLY_AT_RESPONSE and not is_sharded(model):
-        hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        body = model.base_model if body is None else body
+        hidden = body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         hidden = hidden[:, :-1][predicts]
         head = model.get_output_embeddings()
         softcap = getattr(model.config, "final_logit_softcapping", None)
+        if chunked and torch.is_grad_enabled() and getattr(head, "bias", None) is None:
+            return chunked_head_losses(hidden, head.weight, targets, softcap), rows
         pieces = []
         for start in range(0, len(targets), HEAD_CHUNK):
             logits = head(hidden[start : start + HEAD_CHUNK]).float()
