@@ -396,6 +396,10 @@ def _record_manifest(pool: Pool, tokenized, n_trainable: int, proxy: str, model_
         training.pop("fsdp")
     if config.optim == "adamw_torch":  # (the same: what those stores used)
         training.pop("optim")
+    if not config.chunked_loss:  # (the same: those stores' loss path)
+        training.pop("chunked_loss")
+    if not config.compile_training:  # (the same)
+        training.pop("compile_training")
     if config.capture == "snapshots":
         training.pop("capture")  # so that stores recorded before the option still resume
     else:
