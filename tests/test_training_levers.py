@@ -88,3 +88,18 @@ def test_compiled_training_stays_near_eager(tiny_model_dir, examples, float32_lo
     """A compiled body fuses differently: float32 losses agree to rounding."""
     losses, _ = step_losses(tiny_model_dir, examples, compile_training=True)
     np.testing.assert_allclose(losses, float32_losses, rtol=0, atol=1e-4)
+
+
+def test_the_scoring_copy_is_the_deep_copy_cast_without_a_float32_duplicate(tiny_model_dir):
+    import copy
+
+    from s2l.trajectories.record import cast_copy
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    expected, ours = copy.deepcopy(model).to(torch.bfloat16).state_dict(), cast_copy(model, torch.bfloat16)
+    assert ours.get_output_embeddings().weight is ours.get_input_embeddings().weight  # still tied
+    got = ours.state_dict()
+    assert got.keys() == expected.keys()
+    for name in got:
+        assert got[name].dtype == expected[name].dtype and torch.equal(got[name], expected[name]), name
+    assert not {p.data_ptr() for p in ours.parameters()} & {p.data_ptr() for p in model.parameters()}
