@@ -57,3 +57,26 @@ def test_bf16_weights_and_tied_embeddings_add_their_gradients():
 def test_no_positions_give_no_losses():
     out = chunked_head_losses(torch.zeros(0, 4), torch.randn(10, 4), torch.zeros(0, dtype=torch.long))
     assert out.shape == (0,)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("softcap", [None, 3.0])
+@pytest.mark.parametrize("given, received", [(0.25, 0.25), (0.25, 0.5), (0.25, 0.0), (0.25, None)])
+def test_gradients_made_in_the_forward_pass_match(dtype, softcap, given, received, monkeypatch):
+    """With the loss's gradient given up front the forward makes the gradients; a backward bringing another
+    uniform gradient scales them, a non-uniform one (None here: random per token) recomputes."""
+    monkeypatch.setattr(head_loss, "HEAD_CHUNK_ELEMENTS", 7 * 500)
+    torch.manual_seed(2)
+    n, d, vocab = 30, 16, 500
+    hidden0, weight0 = torch.randn(n, d), torch.randn(vocab, d) / 2
+    targets = torch.randint(0, vocab, (n,))
+    grad_out = torch.rand(n) if received is None else torch.full((n,), received)
+    results = []
+    for fn in (plain, lambda *a: chunked_head_losses(*a, grad_scale=given)):
+        hidden, weight = hidden0.clone().requires_grad_(), weight0.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            losses = fn(hidden, weight, targets, softcap)
+        (losses * grad_out).sum().backward()
+        results.append((losses.detach(), hidden.grad, weight.grad))
+    for a, b in zip(*results):
+        torch.testing.assert_close(b, a, **TOLERANCE[dtype])

@@ -204,7 +204,10 @@ class FineTuning:
                 idle = len(members) == 0
                 if idle and self.sharded:
                     members = whole[:1]
-            token_ce, rows = self._forward(members)
+            # The gradient each token's loss gets (the chunked loss makes the vocabulary's gradients in the forward
+            # pass when it knows it).
+            scale = 1.0 / int(self._response_tokens[members].sum()) if one_batch else 1.0 / step_tokens
+            token_ce, rows = self._forward(members, scale * (group.world if self.sharded else 1))
             if one_batch:
                 loss = token_ce.mean()  # mean over the batch's response tokens, as transformers' loss
             else:  # this micro-batch's (and process's) share of the step's mean
@@ -244,13 +247,13 @@ class FineTuning:
             self.master.restore_float32()
         return self.model
 
-    def _forward(self, members: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward(self, members: np.ndarray, grad_scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if not len(members):  # an idle process (see train_step)
             return torch.zeros(0, device=self.device), torch.zeros(0, dtype=torch.long, device=self.device)
         input_ids, attention, loss_mask = pad_batch([self.examples[i] for i in members], self.device)
         with self._autocast, record_function("forward"):
             return token_losses(core_model(self.model), input_ids, attention, loss_mask,
-                                chunked=self.config.chunked_loss, body=self.body)
+                                chunked=self.config.chunked_loss, body=self.body, grad_scale=grad_scale)
 
     # -- state, for resuming -------------------------------------------------------------------------------
     def save_state(self, root: Path, gathered: tuple | None = None, extra: dict | None = None) -> None:

@@ -59,13 +59,14 @@ def pad_batch(examples: Sequence[TokenizedExample], device) -> tuple[torch.Tenso
 
 
 def token_losses(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor,
-                 chunked: bool = False, body=None) -> tuple[torch.Tensor, torch.Tensor]:
+                 chunked: bool = False, body=None, grad_scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy (float32) at every loss-carrying token, and the batch row each belongs to.
 
     Token p is predicted from position p - 1, so the loss mask is shifted by one against the outputs.
     `chunked`: when gradients are wanted, project and differentiate the vocabulary a chunk at a time
     (`head_loss.chunked_head_losses`: the same losses, gradients equal up to rounding, far less memory).
-    `body`: the transformer body to call instead of `model.base_model` (a compiled one).
+    `grad_scale`: with `chunked`, the gradient each token's loss will get, so that the vocabulary's gradients are
+    made in the forward pass (see ChunkedHeadLoss). `body`: the transformer body to call instead of `model.base_model` (a compiled one).
     """
     predicts = loss_mask[:, 1:]  # output position p-1 predicts token p
     targets = input_ids[:, 1:][predicts]
@@ -79,7 +80,7 @@ def token_losses(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, l
         head = model.get_output_embeddings()
         softcap = getattr(model.config, "final_logit_softcapping", None)
         if chunked and torch.is_grad_enabled() and getattr(head, "bias", None) is None:
-            return chunked_head_losses(hidden, head.weight, targets, softcap), rows
+            return chunked_head_losses(hidden, head.weight, targets, softcap, grad_scale), rows
         pieces = []
         for start in range(0, len(targets), HEAD_CHUNK):
             logits = head(hidden[start : start + HEAD_CHUNK]).float()
