@@ -83,7 +83,6 @@ def test_bf16_master_refuses_fsdp(tiny_model_dir, examples):
         FineTuning(model, examples, TrainConfig(precision="bf16-master"), "cpu", sharded=True)
 
 
-@pytest.mark.slow
 def test_compiled_training_stays_near_eager(tiny_model_dir, examples, float32_losses):
     """A compiled body fuses differently: float32 losses agree to rounding."""
     losses, _ = step_losses(tiny_model_dir, examples, compile_training=True)
