@@ -52,7 +52,7 @@ warnings.filterwarnings("ignore")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from common import emit, math_pool  # noqa: E402
+from common import CpuShare, MatmulPeak, emit, math_pool  # noqa: E402
 AGREEMENT_TOLERANCE = 1e-4
 BUSY_SHARE = 0.05  # other processes' share of the CPUs above which the figures are flagged
 WARMUP_REFERENCE = 4  # examples in the reference loop's warm-up pass
@@ -152,37 +152,6 @@ def interleaved_times(variants: dict, rounds: int, repeats: int) -> dict:
     return {name: sum(times) for name, times in best.items()}
 
 
-class MatmulPeak:
-    """The machine's matmul GFLOP/s: square `torch.matmul` per dtype and size, the fastest of all samples.
-
-    Samples are taken a few at a time between the variants' pieces (and the rest at the end), so the
-    peak is measured under the same load from other processes as the variants it is compared with.
-    """
-
-    def __init__(self, dtypes, sizes):
-        self.operands = {(d, n): (torch.randn(n, n).to(d), torch.randn(n, n).to(d)) for d in dtypes for n in sizes}
-        self.best = {key: float("inf") for key in self.operands}
-        self.samples = {key: 0 for key in self.operands}
-        for a, b in self.operands.values():
-            torch.matmul(a, b)  # warm-up
-
-    def sample(self) -> None:
-        for key, (a, b) in self.operands.items():
-            start = time.perf_counter()
-            torch.matmul(a, b)
-            self.best[key] = min(self.best[key], time.perf_counter() - start)
-            self.samples[key] += 1
-
-    def sampler(self, times: int):
-        def run():
-            for _ in range(times):
-                self.sample()
-        return run
-
-    def gflops(self, dtype) -> dict[int, float]:
-        return {n: 2 * n**3 / t / 1e9 for (d, n), t in self.best.items() if d == dtype}
-
-
 class ModelMatmuls:
     """The rate this model's own matrix products reach in bf16: every distinct nn.Linear of the transformer
     body, as [batch tokens x in] @ [in x out], timed like MatmulPeak (fastest sample of each) and weighted
@@ -216,32 +185,6 @@ class ModelMatmuls:
     def gflops(self) -> float:
         flops = sum(2 * self.tokens * i * o * n for (i, o), n in self.uses.items())
         return flops / sum(self.best[k] * n for k, n in self.uses.items()) / 1e9
-
-
-class CpuShare:
-    """How much of the machine's CPU time other processes took while we ran (Linux /proc/stat; None elsewhere)."""
-
-    def __init__(self):
-        self.start = self._now()
-
-    @staticmethod
-    def _now():
-        try:
-            with open("/proc/stat") as f:
-                fields = [int(v) for v in f.readline().split()[1:]]
-        except (OSError, ValueError):
-            return None
-        busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # all but idle and iowait
-        ticks = os.sysconf("SC_CLK_TCK")
-        return busy / ticks, time.process_time(), time.perf_counter()
-
-    def others(self) -> float | None:
-        """Share of all CPUs' time used by other processes since construction (0 = a quiet machine)."""
-        end = self._now()
-        if self.start is None or end is None:
-            return None
-        busy, ours, wall = (b - a for a, b in zip(self.start, end))
-        return max(0.0, (busy - ours) / (wall * (os.cpu_count() or 1)))
 
 
 # -- the report -----------------------------------------------------------------------------------------

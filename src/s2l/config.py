@@ -26,7 +26,7 @@ from typing import Any
 from s2l.errors import InputError
 
 DTYPES = ("float32", "fp32", "bf16", "bfloat16", "fp16", "float16")
-PRECISIONS = ("bf16-mixed", "float32")
+PRECISIONS = ("bf16-mixed", "bf16-master", "float32")
 OPTIMIZERS = ("adamw_torch_fused", "adamw_torch")
 CAPTURES = ("snapshots", "in-training")
 # Where a non-chat example's loss starts (s2l.data.tokenize): the papers' rule, or the two without a merged token.
@@ -162,8 +162,18 @@ class OptimizationConfig(Settings):
                                   below=1)
     weight_decay: float = setting(0.0, "AdamW's decoupled weight decay.", minimum=0)
     max_grad_norm: float = setting(1.0, "Gradient clipping; 0 turns it off.", minimum=0)
-    precision: str = setting("bf16-mixed", "Training arithmetic: bf16-mixed (float32 weights, bfloat16 autocast) "
+    precision: str = setting("bf16-mixed", "Training arithmetic: bf16-mixed (float32 weights, bfloat16 autocast), "
+                             "bf16-master (bfloat16 weights for the passes, a float32 copy that AdamW updates) "
                              "or float32.", choices=PRECISIONS)
+    # Off until bench/train_speed.py has measured it on a quiet machine; the same losses, gradients equal up to
+    # rounding, so part of a run's identity when on.
+    chunked_loss: bool = setting(False, "Project to the vocabulary and take the cross-entropy a chunk of positions at "
+                                 "a time, the vocabulary's gradients made while each chunk's logits are held: never "
+                                 "the whole micro-batch's float32 logits in memory.",
+                                 flags=("--chunked-loss/--no-chunked-loss",))
+    # Compiled kernels fuse differently, so losses move by rounding: part of the run's identity.
+    compile_training: bool = setting(False, "torch.compile the transformer body for training (inductor, dynamic "
+                                     "shapes): minutes to compile, then faster steps (see docs/benchmarks.md).")
     # The same update up to rounding; fused is 5-9x faster on a CPU's 135M parameters.
     optim: str = setting("adamw_torch_fused", "adamw_torch_fused (one kernel) or adamw_torch (a loop over tensors: "
                          "what stores recorded before this option used).", choices=OPTIMIZERS)

@@ -10,7 +10,12 @@ the run has reached. Its pieces:
 - loss: `token_losses` (the vocabulary projection and cross-entropy only at response positions), averaged
   over every response token of the step, so accumulated micro-batches and processes give the one-batch
   loss up to summation order;
-- precision: float32 weights, the arithmetic under bfloat16 autocast for `bf16-mixed`;
+- precision: float32 weights, the arithmetic under bfloat16 autocast for `bf16-mixed`; for `bf16-master`
+  bfloat16 weights in the model and a float32 copy of each (`MasterWeights`) that AdamW updates, each
+  micro-batch's bf16 gradients added into the copies' float32 gradients, the new values cast back after
+  every step;
+- the vocabulary projection and cross-entropy chunked forward and backward (`chunked_loss`,
+  `trajectories.head_loss`), the transformer body compiled (`compile_training`);
 - processes (torchrun): each takes an interleaved slice of every micro-batch; gradients are summed in one
   flat all-reduce (FSDP reduces its own);
 - state: weights, AdamW moments, schedule and RNG saved in one folder, so a run resumes bit for bit.
@@ -26,10 +31,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from torch.profiler import record_function
 
 from s2l.config import OptimizationConfig
 from s2l.data import TokenizedExample
 from s2l.distributed import ProcessGroup, is_sharded, load_full_state
+from s2l.errors import InputError
 from s2l.fileio import write_json_atomic
 from s2l.trajectories.scoring import pad_batch, token_losses
 
@@ -65,8 +72,11 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def make_optimizer(model: torch.nn.Module, config: OptimizationConfig) -> torch.optim.Optimizer:
-    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+def make_optimizer(model: torch.nn.Module, config: OptimizationConfig,
+                   named: list[tuple[str, torch.Tensor]] | None = None) -> torch.optim.Optimizer:
+    """AdamW over the model's trainable parameters (or over `named`, their float32 masters)."""
+    if named is None:
+        named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     if config.weight_decay:
         decays = lambda name: not any(part in name.lower() for part in NO_DECAY)  # noqa: E731
         params = [{"params": [p for n, p in named if decays(n)], "weight_decay": config.weight_decay},
@@ -85,10 +95,49 @@ def core_model(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def _sum_gradients(model: torch.nn.Module, group: ProcessGroup) -> None:
+class MasterWeights:
+    """`bf16-master`: the model's trainable parameters become bfloat16 (what the passes compute with, no
+    autocast casts), and a float32 copy of each is what AdamW updates. Buffers (rotary frequencies) stay
+    as they are."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.pairs: list[tuple[str, torch.nn.Parameter, torch.nn.Parameter]] = []
+        for name, p in model.named_parameters():  # a tied weight once
+            if p.requires_grad:
+                self.pairs.append((name, p, torch.nn.Parameter(p.detach().float().clone())))
+        for p in model.parameters():
+            if p.is_floating_point():
+                p.data = p.data.to(torch.bfloat16)
+
+    @property
+    def named(self) -> list[tuple[str, torch.nn.Parameter]]:
+        return [(name, master) for name, _, master in self.pairs]
+
+    def take_gradients(self) -> None:
+        """Add the model's (bf16) gradients into the masters' float32 ones, and clear them."""
+        for _, p, master in self.pairs:
+            if p.grad is not None:
+                if master.grad is None:
+                    master.grad = p.grad.float()
+                else:
+                    master.grad.add_(p.grad)
+                p.grad = None
+
+    @torch.no_grad()
+    def copy_back(self) -> None:
+        for _, p, master in self.pairs:
+            p.copy_(master)
+
+    @torch.no_grad()
+    def restore_float32(self) -> None:
+        """Give the model its float32 weights back (to save or use it after training)."""
+        for _, p, master in self.pairs:
+            p.data = master.data.clone()
+
+
+def _sum_gradients(params: list[torch.Tensor], group: ProcessGroup) -> None:
     """Sum every parameter's gradient over the processes, in one flat all-reduce (a parameter a process's
     slice did not reach counts as zero there)."""
-    params = [p for p in model.parameters() if p.requires_grad]
     flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
     group.all_reduce_sum(flat)
     offset = 0
@@ -111,13 +160,20 @@ class FineTuning:
         self.model, self.examples, self.config, self.device = model, examples, config, device
         self.group, self.sharded = group, sharded
         self.steps_per_epoch, self.total_steps, self.warmup_steps = step_counts(len(examples), config)
-        self.optimizer = make_optimizer(model, config)
+        self.master: MasterWeights | None = None
+        if config.precision == "bf16-master":
+            if sharded:
+                raise InputError("bf16-master is not available with FSDP (use bf16-mixed)", parameter="precision")
+            self.master = MasterWeights(model)
+        self.optimizer = make_optimizer(model, config, self.master.named if self.master else None)
         self.scheduler = get_scheduler(schedule, self.optimizer, self.warmup_steps, self.total_steps)
         self.step = 0
         self._response_tokens = np.array([e.n_tokens for e in examples], dtype=np.int64)
         self._order: tuple[int, np.ndarray] | None = None
         self._autocast = torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
                                         enabled=config.precision == "bf16-mixed")
+        # A compiled wrapper of the transformer body, used by training only (scoring calls the module itself).
+        self.body = torch.compile(core_model(model).base_model, dynamic=True) if config.compile_training else None
 
     @property
     def epoch(self) -> int:
@@ -148,7 +204,10 @@ class FineTuning:
                 idle = len(members) == 0
                 if idle and self.sharded:
                     members = whole[:1]
-            token_ce, rows = self._forward(members)
+            # The gradient each token's loss gets (the chunked loss makes the vocabulary's gradients in the forward
+            # pass when it knows it).
+            scale = 1.0 / int(self._response_tokens[members].sum()) if one_batch else 1.0 / step_tokens
+            token_ce, rows = self._forward(members, scale * (group.world if self.sharded else 1))
             if one_batch:
                 loss = token_ce.mean()  # mean over the batch's response tokens, as transformers' loss
             else:  # this micro-batch's (and process's) share of the step's mean
@@ -158,26 +217,43 @@ class FineTuning:
             if on_forward is not None and not idle:
                 on_forward(members, token_ce.detach(), rows)
             if loss.requires_grad:
-                loss.backward()
+                with record_function("backward"):
+                    loss.backward()
+            if self.master is not None:
+                with record_function("master gradients"):
+                    self.master.take_gradients()
             total += loss.detach()
+        params = [m for _, m in self.master.named] if self.master else \
+            [p for p in self.model.parameters() if p.requires_grad]
         if group.world > 1:
             if not self.sharded:
-                _sum_gradients(self.model, group)
+                _sum_gradients(params, group)
             total = group.all_reduce_sum(total.clone()) / (group.world if self.sharded else 1)
-        if self.config.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        with record_function("update"):
+            if self.config.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            if self.master is not None:
+                self.master.copy_back()
+        with record_function("zero gradients"):
+            self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         return total
 
-    def _forward(self, members: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def trained_model(self) -> torch.nn.Module:
+        """The model to save when training is over: with bf16-master, given its float32 weights back."""
+        if self.master is not None:
+            self.master.restore_float32()
+        return self.model
+
+    def _forward(self, members: np.ndarray, grad_scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if not len(members):  # an idle process (see train_step)
             return torch.zeros(0, device=self.device), torch.zeros(0, dtype=torch.long, device=self.device)
         input_ids, attention, loss_mask = pad_batch([self.examples[i] for i in members], self.device)
-        with self._autocast:
-            return token_losses(core_model(self.model), input_ids, attention, loss_mask)
+        with self._autocast, record_function("forward"):
+            return token_losses(core_model(self.model), input_ids, attention, loss_mask,
+                                chunked=self.config.chunked_loss, body=self.body, grad_scale=grad_scale)
 
     # -- state, for resuming -------------------------------------------------------------------------------
     def save_state(self, root: Path, gathered: tuple | None = None, extra: dict | None = None) -> None:
@@ -190,7 +266,12 @@ class FineTuning:
         tmp = root / f".train_state-{self.step:07d}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        if gathered is None:
+        if self.master is not None:  # the float32 weights (the model holds their bf16 rounding)
+            from safetensors.torch import save_file
+
+            save_file({name: m.detach() for name, m in self.master.named}, str(tmp / "master.safetensors"))
+            optimizer_state = self.optimizer.state_dict()
+        elif gathered is None:
             save_model(self.model, str(tmp / "model.safetensors"))
             optimizer_state = self.optimizer.state_dict()
         else:
@@ -211,7 +292,16 @@ class FineTuning:
 
         # Our own files, but loaded as data only all the same.
         state = torch.load(folder / "optimizer.pt", weights_only=True)
-        if is_sharded(self.model):
+        if self.master is not None:
+            from safetensors.torch import load_file
+
+            saved_weights = load_file(str(folder / "master.safetensors"))
+            with torch.no_grad():
+                for name, m in self.master.named:
+                    m.copy_(saved_weights[name])
+            self.master.copy_back()
+            self.optimizer.load_state_dict(state["optimizer"])
+        elif is_sharded(self.model):
             load_full_state(self.model, self.optimizer, torch.load(folder / "model.pt", weights_only=True),
                             state["optimizer"])
         else:

@@ -153,7 +153,7 @@ def train(data: str | Path, model: str, out: str | Path, config: TrainConfig | N
             net = _add_lora(net, config)
         tuning = FineTuning(net, trainable, config, device, schedule=config.lr_scheduler)
         history = _fit(tuning, tmp, resume_from, show_progress)
-        saved = _save_model(tuning.model, tok, tmp, config, use_cache)
+        saved = _save_model(tuning.trained_model(), tok, tmp, config, use_cache)
         for leftover in [tmp / JOB, *tmp.glob("train_state-*")]:
             shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
         manifest = _manifest(data, model, model_path, pool, tokenized, trainable, excluded, job, config, device,

@@ -137,6 +137,16 @@ def report_exclusions(manifest: dict) -> None:
 
 
 # -- scoring one snapshot into the store ----------------------------------------------------------------
+def cast_copy(model, dtype: torch.dtype):
+    """`copy.deepcopy(model).to(dtype)` without the deep copy's full-precision duplicate of every weight: each
+    parameter is cast straight into the copy (a tied weight stays tied), then buffers follow `.to`."""
+    memo = {}
+    for p in model.parameters():
+        if p.is_floating_point():
+            memo[id(p)] = torch.nn.Parameter(p.detach().to(dtype, copy=True), requires_grad=p.requires_grad)
+    return copy.deepcopy(model, memo).to(dtype)
+
+
 class ScoringModel:
     """The weights that score, in the scoring dtype, without touching the training weights.
 
@@ -150,7 +160,7 @@ class ScoringModel:
 
     def keep_copy(self, model) -> None:
         """Make the run's copy now (before sharding a model, the last time its whole weights are at hand)."""
-        self.copy_ = copy.deepcopy(model).to(torch_dtype(self.config.dtype))
+        self.copy_ = cast_copy(model, torch_dtype(self.config.dtype))
         if self.config.compile:
             self.copy_.base_model.compile(dynamic=True)
 
@@ -158,7 +168,7 @@ class ScoringModel:
         """The model to score `model`'s current weights with. For a sharded model every process must call it."""
         dtype = torch_dtype(self.config.dtype)
         if self.copy_ is None and not self.config.compile:
-            return model if next(model.parameters()).dtype == dtype else copy.deepcopy(model).to(dtype)
+            return model if next(model.parameters()).dtype == dtype else cast_copy(model, dtype)
         if self.copy_ is None:
             self.keep_copy(model)
             return self.copy_
@@ -418,6 +428,10 @@ def _record_manifest(pool: Pool, tokenized, n_trainable: int, proxy: str, model_
         training.pop("fsdp")
     if config.optim == "adamw_torch":  # (the same: what those stores used)
         training.pop("optim")
+    if not config.chunked_loss:  # (the same: those stores' loss path)
+        training.pop("chunked_loss")
+    if not config.compile_training:  # (the same)
+        training.pop("compile_training")
     if config.capture == "snapshots":
         training.pop("capture")  # so that stores recorded before the option still resume
     else:

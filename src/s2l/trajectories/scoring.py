@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from s2l.config import ScoreConfig
 from s2l.data.tokenize import TokenizedExample
 from s2l.distributed import is_sharded
+from s2l.trajectories.head_loss import chunked_head_losses
 
 # Architectures whose logits are exactly `lm_head(last_hidden_state)` (Gemma 2's soft-capping is applied
 # below). Others go through the model's own forward, which is correct but computes every logit.
@@ -62,12 +63,18 @@ def pad_batch(examples: Sequence[TokenizedExample], device) -> tuple[torch.Tenso
     return as_tensor(input_ids), as_tensor(attention), as_tensor(loss_mask)
 
 
-def token_losses(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def token_losses(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor,
+                 chunked: bool = False, body=None, grad_scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy (float32) at every loss-carrying token, and the batch row each belongs to.
 
     Token p is predicted from position p - 1, so the loss mask is shifted by one against the outputs.
+    `chunked`: when gradients are wanted, project and differentiate the vocabulary a chunk at a time
+    (`head_loss.chunked_head_losses`: the same losses, gradients equal up to rounding, far less memory).
+    `grad_scale`: with `chunked`, the gradient each token's loss will get, so that the vocabulary's gradients are
+    made in the forward pass (see ChunkedHeadLoss). `body`: the transformer body to call instead of `model.base_model` (a compiled one).
     """
-    losses, _, rows = token_measures(model, input_ids, attention_mask, loss_mask)
+    losses, _, rows = token_measures(model, input_ids, attention_mask, loss_mask, chunked=chunked, body=body,
+                                     grad_scale=grad_scale)
     return losses, rows
 
 
@@ -83,19 +90,23 @@ def _measure(logits: torch.Tensor, targets: torch.Tensor, top1: bool) -> tuple[t
 
 
 def token_measures(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor,
-                   top1: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+                   top1: bool = False, chunked: bool = False, body=None,
+                   grad_scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """`token_losses`, plus (with `top1`) the model's top-1 probability at each of those positions (float32;
-    None without)."""
+    None without). `chunked`, `body`, `grad_scale`: as `token_losses`."""
     predicts = loss_mask[:, 1:]  # output position p-1 predicts token p
     targets = input_ids[:, 1:][predicts]
     rows = predicts.nonzero()[:, 0]
     # A model sharded with FSDP gathers its outer weights (embeddings, head) only inside its own forward, so it
     # takes the plain path with full logits.
     if model.config.model_type in HEAD_ONLY_AT_RESPONSE and not is_sharded(model):
-        hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        body = model.base_model if body is None else body
+        hidden = body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         hidden = hidden[:, :-1][predicts]
         head = model.get_output_embeddings()
         softcap = getattr(model.config, "final_logit_softcapping", None)
+        if chunked and not top1 and torch.is_grad_enabled() and getattr(head, "bias", None) is None:
+            return chunked_head_losses(hidden, head.weight, targets, softcap, grad_scale), None, rows
         pieces, top1_pieces = [], []
         for start in range(0, len(targets), HEAD_CHUNK):
             logits = head(hidden[start : start + HEAD_CHUNK]).float()
