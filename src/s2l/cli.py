@@ -207,17 +207,6 @@ def score(
         _print_run(store)
 
 
-def _method_option(method: str, name: str, *flags: str, applies: str) -> typer.Option:
-    """A named flag of `select` for one method parameter: its help and default read from the method itself."""
-    from s2l.selection.base import get_method
-
-    parameter = get_method(method).parameter(name)
-    help_text = f"{applies}: {parameter.help}"
-    if "default" not in parameter.help:
-        help_text += f" (default {parameter.default})"
-    return typer.Option(None, *flags, help=help_text + ".", show_default=False)
-
-
 @app.command()
 @reports_input_errors
 def select(
@@ -237,20 +226,22 @@ def select(
     param: Optional[List[str]] = typer.Option(None, "--param", help="A method parameter as NAME=VALUE, repeatable: any "
                                               "parameter `s2l methods` lists (n_clusters=50, standardize=true, "
                                               "snapshots=1,2,3, diversity_clusters=none)."),
-    n_clusters: Optional[int] = _method_option("s2l", "n_clusters", "--clusters", applies="s2l, cluster-random"),
+    n_clusters: Optional[int] = typer.Option(None, "--clusters", help="s2l, cluster-random: K-means clusters per source "
+                                             "(default: `s2l methods s2l`)."),
     per_source: Optional[bool] = typer.Option(None, "--per-source/--no-per-source", help="s2l, cluster-random: split the "
                                               "budget over sources first (default: on)."),
     snapshots: Optional[str] = typer.Option(None, "--snapshots", help="s2l, cluster-random, cartography: loss columns to use: "
                                             "trained (1…T, default), all (0…T), or a list like 1,2,3."),
     standardize: Optional[bool] = typer.Option(None, "--standardize/--raw", help="s2l, cluster-random: z-score each "
                                                "snapshot before clustering (default: raw losses, as the paper)."),
-    sample_per_centroid: Optional[str] = _method_option("s2l", "sample_per_centroid", "--kmeans-sample",
-                                                        applies="s2l, cluster-random; all for every point"),
+    sample_per_centroid: Optional[str] = typer.Option(None, "--kmeans-sample", help="s2l, cluster-random: points per "
+                                                      "centroid in the seeded K-means training sample, or all "
+                                                      "(default: `s2l methods s2l`)."),
     backend: Optional[str] = typer.Option(None, "--kmeans-backend", help="s2l, cluster-random: faiss (default) or sklearn."),
     diversity: Optional[bool] = typer.Option(None, "--diversity/--no-diversity", help="lp, lp-app: pick inside clusters of "
                                              "instruction embeddings (default: on, as the paper's code)."),
-    diversity_clusters: Optional[int] = _method_option("lp", "diversity_clusters", "--diversity-clusters",
-                                                       applies="lp, lp-app"),
+    diversity_clusters: Optional[int] = typer.Option(None, "--diversity-clusters", help="lp, lp-app: embedding clusters "
+                                                     "(default: `s2l methods lp`)."),
     embedding_model: Optional[str] = typer.Option(None, "--embedding-model", help="lp, lp-app: sentence-embedding model "
                                                   "folder or hub id (default: the packaged all-MiniLM-L6-v2)."),
     format: Optional[str] = typer.Option(None, "--format", help="Pool format (default: the run's, else auto)."),
