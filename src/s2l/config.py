@@ -25,8 +25,8 @@ from typing import Any
 
 from s2l.errors import InputError
 
-DTYPES = ("float32", "fp32", "bf16", "bfloat16", "fp16", "float16")
-PRECISIONS = ("bf16-mixed", "bf16-master", "float32")
+DTYPES = ("auto", "float32", "fp32", "bf16", "bfloat16", "fp16", "float16")
+PRECISIONS = ("auto", "bf16-mixed", "bf16-master", "float32")
 OPTIMIZERS = ("adamw_torch_fused", "adamw_torch")
 CAPTURES = ("snapshots", "in-training")
 # Where a non-chat example's loss starts (s2l.data.tokenize): the papers' rule, or the two without a merged token.
@@ -124,7 +124,8 @@ class DataConfig(Settings):
 class ScoringSettings(Settings):
     """What every loss pass shares: the weights' dtype and the batch size in tokens."""
 
-    dtype: str = setting("float32", "Weights while scoring: float32 or bf16 (faster on AMX CPUs and GPUs).",
+    dtype: str = setting("float32", "Weights while scoring: float32, bf16 (faster where bfloat16 runs in hardware: "
+                         "AMX or AVX512-BF16 CPUs, recent GPUs) or auto (bf16 where it does, else float32).",
                          choices=DTYPES)
     # Measured best on 2 cores (bench/score_speed.py).
     max_batch_tokens: int = setting(4096, "Padded tokens per scoring batch.", minimum=1)
@@ -162,9 +163,12 @@ class OptimizationConfig(Settings):
                                   below=1)
     weight_decay: float = setting(0.0, "AdamW's decoupled weight decay.", minimum=0)
     max_grad_norm: float = setting(1.0, "Gradient clipping; 0 turns it off.", minimum=0)
-    precision: str = setting("bf16-mixed", "Training arithmetic: bf16-mixed (float32 weights, bfloat16 autocast), "
-                             "bf16-master (bfloat16 weights for the passes, a float32 copy that AdamW updates) "
-                             "or float32.", choices=PRECISIONS)
+    # bf16 without hardware support is emulated, 25x slower than float32 (s2l.models.bf16_is_native).
+    precision: str = setting("auto", "Training arithmetic: bf16-mixed (float32 weights, bfloat16 autocast), "
+                             "bf16-master (bfloat16 weights for the passes, a float32 copy that AdamW updates), "
+                             "float32, or auto: bf16-mixed where bfloat16 runs in hardware (AMX or AVX512-BF16 "
+                             "CPUs, recent GPUs), float32 elsewhere. The run's manifest records the one used.",
+                             choices=PRECISIONS)
     # Off until bench/train_speed.py has measured it on a quiet machine; the same losses, gradients equal up to
     # rounding, so part of a run's identity when on.
     chunked_loss: bool = setting(False, "Project to the vocabulary and take the cross-entropy a chunk of positions at "

@@ -24,7 +24,7 @@ import json
 import math
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -35,7 +35,7 @@ from s2l.data import Example, load_pool, tokenize_examples
 from s2l.data.formats import NO_ASSISTANT_TURN
 from s2l.data.tokenize import NO_RESPONSE_TOKENS, chat_spans, exclusion_counts
 from s2l.fileio import atomic_path, fault_point, write_json_atomic
-from s2l.models import default_device, load_model, load_tokenizer, resolve, revision
+from s2l.models import default_device, load_model, load_tokenizer, resolve, resolve_dtype, revision
 from s2l.progress import make_progress
 from s2l.config import EvalConfig
 from s2l.trajectories.scoring import score_examples
@@ -283,6 +283,8 @@ def evaluate(
     (atomically) and one prediction row per example to `predictions.jsonl` in the same folder.
     """
     config = config or EvalConfig()
+    device = device or default_device()
+    config = replace(config, dtype=resolve_dtype(config.dtype, device))
     started = time.time()
     data_config = config.data
     model_path = resolve(model)
@@ -292,7 +294,7 @@ def evaluate(
     examples = pool.examples[: config.limit] if config.limit is not None else pool.examples
     records = [pool.records[e.index].data for e in examples]
     tokenized = tokenize_examples(tok, examples, data_config.max_length, data_config.boundary)
-    net = load_model(model_path, config.dtype, device or default_device())
+    net = load_model(model_path, config.dtype, device)
 
     with make_progress(disable=not show_progress) as progress:
         task = progress.add_task("held-out loss", total=len(examples), info="")

@@ -19,7 +19,7 @@ import logging
 import shutil
 import time
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ from s2l.data.tokenize import NO_RESPONSE_TOKENS, exclusion_counts
 from s2l.errors import InputError
 from s2l.fileio import building_directory, fault_point, write_bytes_atomic, write_json_atomic
 from s2l.fine_tuning import FineTuning, few_steps_note, latest_state
-from s2l.models import default_device, load_model, load_tokenizer, resolve, revision
+from s2l.models import default_device, load_model, load_tokenizer, resolve, resolve_precision, revision
 from s2l.progress import make_progress
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,7 @@ def train(data: str | Path, model: str, out: str | Path, config: TrainConfig | N
         raise InputError("train runs in one process; launching it with torchrun or accelerate is not supported",
                          parameter="device")
     device = device or default_device()
+    config = replace(config, precision=resolve_precision(config.precision, device))
     model_path = resolve(model)
     tok = load_tokenizer(model_path, tokenizer)
     pool, tokenized = prepare_pool(data, tok, config.data)
