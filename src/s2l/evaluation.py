@@ -31,7 +31,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from s2l.data import Example, load_pool, tokenize_examples
+from s2l.data import Example, tokenize_examples
+from s2l.data.tokenize import load_pool_as
 from s2l.data.formats import NO_ASSISTANT_TURN
 from s2l.data.tokenize import NO_RESPONSE_TOKENS, chat_spans, exclusion_counts
 from s2l.fileio import atomic_path, fault_point, write_json_atomic
@@ -289,8 +290,7 @@ def evaluate(
     data_config = config.data
     model_path = resolve(model)
     tok = load_tokenizer(model_path, tokenizer)
-    pool = load_pool(data, format=data_config.format, template=data_config.template,
-                     id_column=data_config.id_column, split=data_config.split, strict=data_config.strict)
+    pool = load_pool_as(data, data_config)
     examples = pool.examples[: config.limit] if config.limit is not None else pool.examples
     records = [pool.records[e.index].data for e in examples]
     tokenized = tokenize_examples(tok, examples, data_config.max_length, data_config.boundary)
@@ -353,7 +353,7 @@ def evaluate(
     metrics["excluded"] = {"duplicates": len(pool.duplicates),
                            "no_response_tokens": counts.pop(NO_RESPONSE_TOKENS, 0), **counts,
                            "generation_cut_at_max_new_tokens": sum(1 for r in rows if r["stopped"] is False)}
-    metrics["settings"] = asdict(config)
+    metrics["settings"] = json.loads(json.dumps(asdict(config)))  # tuples (--field) as the lists JSON gives back
     metrics["device"] = str(next(net.parameters()).device)
     metrics["seconds"] = round(time.time() - started, 1)
 

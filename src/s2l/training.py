@@ -170,6 +170,12 @@ def _job_config(config: TrainConfig, format: str) -> dict:
     """The settings that make the weights what they are (a finished or interrupted training must match them)."""
     job = {k: v for k, v in asdict(config).items() if k not in _NOT_IN_JOB}
     job["data"].pop("strict")  # refuses a pool or trains exactly as without it
+    # Where they are not used, as trainings made before the options: a finished one is still found finished.
+    fields = job["data"].pop("fields")
+    if fields:
+        job["data"]["fields"] = config.data.field_map  # as JSON keeps it
+    if job["data"].get("dataset_config") is None:
+        job["data"].pop("dataset_config")
     if format == "chat" or config.data.boundary == "characters":
         # Chat masks by characters whatever the option says: what trainings made before the option used.
         job["data"].pop("boundary")
@@ -284,7 +290,7 @@ def _manifest(data, model, model_path, pool, tokenized, trainable, excluded, job
         "model_path": model_path,
         "model_revision": job["model_revision"],
         "tokenizer": job["tokenizer"],
-        "config": asdict(config),
+        "config": json.loads(json.dumps(asdict(config))),  # tuples as the lists JSON gives back
         "job": job,
         "device": str(device),
         "saved": saved,  # full | merged (LoRA merged into the weights; adapter in adapter/) | adapter

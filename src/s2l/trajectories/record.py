@@ -106,6 +106,7 @@ def base_manifest(kind: str, pool: Pool, tokenized, data_config: DataConfig, sco
         "template": {"name": pool.template.name, "with_input": pool.template.with_input,
                      "without_input": pool.template.without_input},
         "id_column": data_config.id_column,
+        "fields": dict(pool.fields),  # --field: select reads the pool the same way
         "tokenizer": tokenizer_name,
         "max_length": data_config.max_length,
         "boundary": boundary_used(pool.format, data_config),
