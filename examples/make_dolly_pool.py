@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     pool_keys = Counter(prompt_key(r) for r in pool)
     info = {
         "generator": "examples/make_dolly_pool.py",
-        "arguments": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        # --out is left out, so that the same arguments give the same bytes wherever they are written.
+        "arguments": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "out"},
         "seed": args.seed,
         "source_file": {"name": args.source.name, "sha256": sha256_file(args.source), "rows_read": len(rows) + left_out[
             "empty_instruction_or_output"]},

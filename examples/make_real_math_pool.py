@@ -687,7 +687,8 @@ def build(args) -> tuple[dict[str, bytes], dict]:
     all_paths = {**pool_paths, **ood_paths}
     info = {
         "generator": "examples/make_real_math_pool.py",
-        "arguments": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        # --out is left out, so that the same arguments give the same bytes wherever they are written.
+        "arguments": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "out"},
         "seed": args.seed,
         "source_files": {p.name: sha256_file(p) for paths in all_paths.values() for p in paths},
         "grading": {name: sorted({p.grading for p in rows.problems}) for name, rows in {**pool, **ood}.items()},
