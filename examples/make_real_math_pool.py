@@ -91,14 +91,15 @@ import ast
 import contextlib
 import hashlib
 import json
+import math
 import random
 import re
 import sys
 import unicodedata
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 try:
     from s2l.fileio import atomic_path, sha256_file
@@ -181,8 +182,8 @@ def text_field(obj: dict, name: str, where: str) -> str:
 
 def number_field(obj: dict, name: str, where: str) -> float:
     value = obj.get(name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SourceError(f"{where}: field {name!r} must be a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SourceError(f"{where}: field {name!r} must be a finite number, got {value!r}")
     return float(value)
 
 
@@ -682,7 +683,7 @@ def build(args) -> tuple[dict[str, bytes], dict]:
                 for name, rows in ood.items()}
     files = {"pool.jsonl": jsonl_bytes(pool_rows), "test/in_domain.jsonl": jsonl_bytes(in_domain)}
     files.update({f"test/ood_{name}.jsonl": jsonl_bytes(rows) for name, rows in ood_rows.items()})
-    files["test/all.jsonl"] = b"".join(files[name] for name in list(files)[1:])
+    files["test/all.jsonl"] = jsonl_bytes(in_domain + [row for rows in ood_rows.values() for row in rows])
 
     all_paths = {**pool_paths, **ood_paths}
     info = {
