@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("S2L_SHARED_DATA") or ROOT / "../shared/data")
+from helpers import ROOT, SHARED_DATA as SHARED
+
 MATH_DIR = SHARED / "math"
 DOLLY = SHARED / "instruct" / "dolly_rebuilt.jsonl"
 MATH_SCRIPT = ROOT / "examples" / "make_real_math_pool.py"
