@@ -33,7 +33,7 @@ quickstart: $(STAMP)
 	$(BIN)/s2l models prepare smollm2-135m-instruct
 	$(BIN)/python examples/make_math_pool.py --out $(QS)/data --size 96 --test-size 60 --seed 0
 	$(BIN)/s2l record --data $(QS)/data/pool.jsonl --proxy smollm2-135m-instruct \
-		--epochs 3 --snapshots 6 --batch-size 4 --lr 5e-5 --dtype bf16 --out $(QS)/run
+		--epochs 3 --snapshots 6 --batch-size 4 --lr 5e-5 --dtype auto --out $(QS)/run
 	$(BIN)/s2l export $(QS)/run --out $(QS)/trajectories.parquet
 	@# 3 clusters per source: the sources here hold 7-38 examples (the paper's K = 100 is for 262K).
 	$(BIN)/s2l select --trajectories $(QS)/run --data $(QS)/data/pool.jsonl --method s2l --budget 0.3 \

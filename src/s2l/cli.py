@@ -86,7 +86,8 @@ def _escape(text: str) -> str:
 
 
 # -- shared options (the settings of each stage are built from s2l.config's fields) ----------------------
-DATA = typer.Option(..., "--data", help="The SFT pool: .jsonl, .json, .parquet, .csv, or a saved datasets directory.")
+DATA = typer.Option(..., "--data", help="The SFT pool: .jsonl, .json, .parquet, .csv (also .jsonl.gz, .json.gz, "
+                    ".csv.gz), a saved datasets directory, or a Hub dataset id (org/name; --split, --data-config).")
 TOKENIZER = typer.Option(None, "--tokenizer", help="Tokenizer to use when the model folder has none.")
 DEVICE = typer.Option(None, "--device", help="cpu, cuda, cuda:1 … (default: cuda when present).")
 NO_PROGRESS = typer.Option(False, "--no-progress", help="No progress bars.")
@@ -215,7 +216,8 @@ def select(
                                "all with their parameters."),
     trajectories: Optional[str] = typer.Option(None, "--trajectories", help="A run directory (or fsspec URL) from `s2l record`/`s2l score`, "
                                                 "or a .parquet/.csv table: example_id, [source], [n_tokens], loss_0 … loss_T."),
-    data: Optional[Path] = typer.Option(None, "--data", help="The pool the ids refer to (default for a run: the pool it recorded)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="The pool the ids refer to: a file, folder or Hub dataset "
+                                        "id (default for a run: the pool it recorded, read as it was)."),
     budget: Optional[str] = typer.Option(None, "--budget", help="How many to select: a count (3000) or a fraction of the "
                                          "examples with a trajectory (0.1 or 10%)."),
     seed: int = typer.Option(0, "--seed", help="Seed for K-means and random draws."),
@@ -246,6 +248,10 @@ def select(
                                                   "folder or hub id (default: the packaged all-MiniLM-L6-v2)."),
     format: Optional[str] = typer.Option(None, "--format", help="Pool format (default: the run's, else auto)."),
     id_column: Optional[str] = field_option(DataConfig, "id_column"), split: Optional[str] = field_option(DataConfig, "split"),
+    dataset_config: Optional[str] = field_option(DataConfig, "dataset_config"),
+    fields: Optional[List[str]] = typer.Option(None, "--field", help="TARGET=YOURS, repeatable, as record's --field "
+                                               "(default for a run: the mapping it recorded; a different one is "
+                                               "refused)."),
 ):
     """Choose a subset of exactly --budget examples from the pool, by one of the methods.
 
@@ -278,7 +284,7 @@ def select(
 
     result = run_selection(trajectories, data, method, budget, out, seed=seed, params=params, format=format,
                            id_column=id_column, split=split, snapshot_epochs=_float_list(snapshot_epochs, "snapshot_epochs"),
-                           force=force)
+                           force=force, fields=fields, dataset_config=dataset_config)
     _print_selection(result)
 
 
@@ -464,20 +470,24 @@ def info(run: str = typer.Argument(..., help="A run directory (or an fsspec URL)
 
 @app.command("check-data")
 @reports_input_errors
-def check_data(data: Path = typer.Argument(..., help="The SFT pool to check."),
+def check_data(data: Path = typer.Argument(..., help="The SFT pool to check: a file, a saved datasets directory "
+                                            "or a Hub dataset id (org/name)."),
                format: str = field_option(DataConfig, "format"), template: str = field_option(DataConfig, "template"),
                id_column: Optional[str] = field_option(DataConfig, "id_column"),
                split: Optional[str] = field_option(DataConfig, "split"),
+               dataset_config: Optional[str] = field_option(DataConfig, "dataset_config"),
+               fields: Optional[List[str]] = field_option(DataConfig, "fields"),
                strict: bool = field_option(DataConfig, "strict")):
     """Read a pool as `record` would and report its format, size, sources, duplicates and the examples excluded for an empty prompt or response; bad input fails here in seconds rather than after hours.
 
     [bold]Example[/]: s2l check-data pool.jsonl
     """
-    from s2l.data import load_pool
+    from s2l.data.tokenize import load_pool_as
 
-    # checked as record checks them
-    DataConfig(format=format, template=template, id_column=id_column, split=split, strict=strict)
-    pool = load_pool(data, format=format, template=template, id_column=id_column, split=split, strict=strict)
+    # checked as record checks them, and read as record reads them
+    config = DataConfig(format=format, template=template, id_column=id_column, split=split, strict=strict,
+                        dataset_config=dataset_config, fields=fields)
+    pool = load_pool_as(data, config)
     excluded = [e for e in pool.examples if e.excluded]
     summary = pool.summary()
     summary["excluded_examples"] = [{"line": e.line, "index": e.index, "example_id": e.example_id,
@@ -495,7 +505,8 @@ def check_data(data: Path = typer.Argument(..., help="The SFT pool to check."),
 @reports_input_errors
 @config_options(config=TrainConfig)
 def train(
-    data: Path = typer.Option(..., "--data", help="The subset to train on (e.g. a selection's selected.jsonl) or a pool."),
+    data: Path = typer.Option(..., "--data", help="The subset to train on (e.g. a selection's selected.jsonl) or a pool "
+                              "(a file, folder or Hub dataset id)."),
     model: str = typer.Option(..., "--model", help="The target: a packaged name, a local folder or a hub id."),
     out: Path = typer.Option(..., "--out", help="Folder for the trained model (transformers can load it)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished training in --out."),
@@ -522,7 +533,7 @@ def train(
 @config_options(config=EvalConfig)
 def evaluate(
     model: str = typer.Option(..., "--model", help="A trained model folder (from `s2l train`), a packaged name or a hub id."),
-    data: Path = typer.Option(..., "--data", help="The held-out test split (same formats as the pool)."),
+    data: Path = typer.Option(..., "--data", help="The held-out test split (same formats as the pool, a Hub id too)."),
     out: Path = typer.Option(..., "--out", help="metrics.json to write; predictions.jsonl goes beside it."),
     tokenizer: Optional[str] = TOKENIZER, device: Optional[str] = DEVICE, no_progress: bool = NO_PROGRESS,
     config: EvalConfig = None,

@@ -6,8 +6,8 @@ text is written once, beside the field it belongs to.
     def record(data: Path = ..., *, config: RecordConfig, data_config: DataConfig): ...
 
 adds one option per field (`--learning-rate` for `learning_rate`, or the field's own `flags`; a nested
-config's fields too) and calls the command with the built configs under the keywords given. The option's
-name is the field's, so an error that names a parameter (`learning_rate`) is shown as its flag.
+config's fields too; a `tuple[str, ...]` field is an option given once per item) and calls the command with
+the built configs under the keywords given. The option's name is the field's, so an error that names a parameter (`learning_rate`) is shown as its flag.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import functools
 import inspect
 import types
 import typing
-from typing import Any, Optional, Union
+from typing import Any, List, Optional, Union
 
 import typer
 
@@ -35,8 +35,15 @@ def _fields(cls) -> list[tuple[dataclasses.Field, Any]]:
     return out
 
 
+def _repeatable(kind) -> bool:
+    """A `tuple[str, ...]` field: an option given once per item (`--field a=b --field c=d`)."""
+    return typing.get_origin(kind) is tuple and typing.get_args(kind)[1:] == (Ellipsis,)
+
+
 def _option_type(kind):
-    """`str | None` as Typer understands it."""
+    """`str | None` as Typer understands it; a `tuple[str, ...]` as a repeatable option."""
+    if _repeatable(kind):
+        return Optional[List[typing.get_args(kind)[0]]]
     if isinstance(kind, types.UnionType) or typing.get_origin(kind) is Union:
         args = [a for a in typing.get_args(kind) if a is not type(None)]
         return Optional[args[0]]
@@ -48,7 +55,8 @@ def _option(f: dataclasses.Field, kind) -> Any:
     if not flags:
         flag = "--" + f.name.replace("_", "-")
         flags = (f"{flag}/--no-{flag[2:]}",) if kind is bool and f.default is True else (flag,)
-    return typer.Option(f.default, *flags, help=f.metadata.get("help") or None)
+    # A repeatable option given no time is None; the config turns it into its empty default.
+    return typer.Option(None if _repeatable(kind) else f.default, *flags, help=f.metadata.get("help") or None)
 
 
 def field_option(cls, name: str) -> Any:

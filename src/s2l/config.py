@@ -25,8 +25,8 @@ from typing import Any
 
 from s2l.errors import InputError
 
-DTYPES = ("float32", "fp32", "bf16", "bfloat16", "fp16", "float16")
-PRECISIONS = ("bf16-mixed", "bf16-master", "float32")
+DTYPES = ("auto", "float32", "fp32", "bf16", "bfloat16", "fp16", "float16")
+PRECISIONS = ("auto", "bf16-mixed", "bf16-master", "float32")
 OPTIMIZERS = ("adamw_torch_fused", "adamw_torch")
 CAPTURES = ("snapshots", "in-training")
 # Where a non-chat example's loss starts (s2l.data.tokenize): the papers' rule, or the two without a merged token.
@@ -96,6 +96,45 @@ def check_value(name: str, value: Any, metadata) -> None:
 
 
 # -- data -------------------------------------------------------------------------------------------------
+# The fields the formats read, which `--field TARGET=YOURS` can take from a field of another name.
+FIELD_TARGETS = ("instruction", "input", "output", "prompt", "response", "completion", "messages", "source", "id")
+
+
+def parse_fields(value: Any, parameter: str = "fields") -> dict[str, str]:
+    """A field mapping as `--field` or a YAML section gives it: "target=source" strings (a list, or one), or a
+    mapping {target: source}; as {target: source} in target order. Malformed items, unknown targets and a target
+    given two sources are errors naming `parameter`."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, dict):
+        items = [(k, v) for k, v in value.items()]
+    else:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise InputError(f"expected TARGET=FIELD items or a mapping, got {value!r}", parameter=parameter)
+        items = []
+        for item in value:
+            target, sep, source = (str(item).partition("=") if isinstance(item, str) else ("", "", ""))
+            if not sep or not target.strip() or not source.strip():
+                raise InputError(f"expected TARGET=FIELD (like instruction=question), got {item!r}",
+                                 parameter=parameter)
+            items.append((target, source))
+    mapping: dict[str, str] = {}
+    for target, source in items:
+        if not isinstance(target, str) or not isinstance(source, str) or not source.strip():
+            raise InputError(f"expected a field name for {target!r}, got {source!r}", parameter=parameter)
+        target, source = target.strip(), source.strip()
+        if target not in FIELD_TARGETS:
+            raise InputError(f"unknown target field {target!r}; the formats read {', '.join(FIELD_TARGETS)}",
+                             parameter=parameter)
+        if mapping.get(target, source) != source:
+            raise InputError(f"{target} is mapped twice ({target}={mapping[target]} and {target}={source})",
+                             parameter=parameter)
+        mapping[target] = source
+    return {t: mapping[t] for t in FIELD_TARGETS if t in mapping}
+
+
 @dataclass
 class DataConfig(Settings):
     """How the pool is read and tokenised (the same for record, score, train and evaluate)."""
@@ -105,7 +144,14 @@ class DataConfig(Settings):
     template: str = setting("alpaca", "Prompt template for non-chat records: alpaca (the papers'), none, a template "
                             "string with {instruction} and {input}, or a file holding one.")
     id_column: str | None = setting(None, "Column holding your example ids (default: a hash of each record).")
-    split: str | None = setting(None, "Split to read from a saved DatasetDict.")
+    split: str | None = setting(None, "Split to read from a Hub dataset or a saved DatasetDict (default: train, or "
+                                "the only one).")
+    # Not --config: `s2l experiment` takes a config (its YAML), and a config file is what --config says elsewhere.
+    dataset_config: str | None = setting(None, "A Hub dataset's configuration (its subset on the Hub's page, e.g. main "
+                                         "for openai/gsm8k), when --data is a Hub id.", flags=("--data-config",))
+    fields: tuple[str, ...] = setting((), "Read a field of yours as one the formats know, TARGET=YOURS, repeatable: "
+                                      "--field instruction=question --field output=answer. Targets: "
+                                      + ", ".join(FIELD_TARGETS) + ".", flags=("--field",))
     max_length: int = setting(512, "Tokens per example; longer ones are truncated.", minimum=2)
     boundary: str = setting("reference", "Where the loss starts in non-chat records. reference (the papers' code): prompt "
                             "and response tokenised together, the prompt's own token count masked, so a token that "
@@ -118,13 +164,23 @@ class DataConfig(Settings):
                            "an empty assistant turn or none), naming FILE:LINE. Without it such examples are left "
                            "out: listed with their reason, counted and reported, never trained on or selected.")
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.fields = tuple(f"{target}={source}" for target, source in parse_fields(self.fields).items())
+
+    @property
+    def field_map(self) -> dict[str, str]:
+        """The --field mapping: target name → the record's own field."""
+        return parse_fields(self.fields)
+
 
 # -- scoring ----------------------------------------------------------------------------------------------
 @dataclass
 class ScoringSettings(Settings):
     """What every loss pass shares: the weights' dtype and the batch size in tokens."""
 
-    dtype: str = setting("float32", "Weights while scoring: float32 or bf16 (faster on AMX CPUs and GPUs).",
+    dtype: str = setting("float32", "Weights while scoring: float32, bf16 (faster where bfloat16 runs in hardware: "
+                         "AMX or AVX512-BF16 CPUs, recent GPUs) or auto (bf16 where it does, else float32).",
                          choices=DTYPES)
     # Measured best on 2 cores (bench/score_speed.py).
     max_batch_tokens: int = setting(4096, "Padded tokens per scoring batch.", minimum=1)
@@ -162,9 +218,12 @@ class OptimizationConfig(Settings):
                                   below=1)
     weight_decay: float = setting(0.0, "AdamW's decoupled weight decay.", minimum=0)
     max_grad_norm: float = setting(1.0, "Gradient clipping; 0 turns it off.", minimum=0)
-    precision: str = setting("bf16-mixed", "Training arithmetic: bf16-mixed (float32 weights, bfloat16 autocast), "
-                             "bf16-master (bfloat16 weights for the passes, a float32 copy that AdamW updates) "
-                             "or float32.", choices=PRECISIONS)
+    # bf16 without hardware support is emulated, 25x slower than float32 (s2l.models.bf16_is_native).
+    precision: str = setting("auto", "Training arithmetic: bf16-mixed (float32 weights, bfloat16 autocast), "
+                             "bf16-master (bfloat16 weights for the passes, a float32 copy that AdamW updates), "
+                             "float32, or auto: bf16-mixed where bfloat16 runs in hardware (AMX or AVX512-BF16 "
+                             "CPUs, recent GPUs), float32 elsewhere. The run's manifest records the one used.",
+                             choices=PRECISIONS)
     # Off until bench/train_speed.py has measured it on a quiet machine; the same losses, gradients equal up to
     # rounding, so part of a run's identity when on.
     chunked_loss: bool = setting(False, "Project to the vocabulary and take the cross-entropy a chunk of positions at "

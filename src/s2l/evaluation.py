@@ -30,14 +30,15 @@ import functools
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from s2l.data import Example, load_pool, tokenize_examples
+from s2l.data import Example, tokenize_examples
+from s2l.data.tokenize import load_pool_as
 from s2l.data.formats import NO_ASSISTANT_TURN
 from s2l.data.tokenize import NO_RESPONSE_TOKENS, chat_spans, exclusion_counts
 from s2l.errors import InputError
@@ -45,7 +46,7 @@ from s2l.fileio import atomic_path, fault_point, write_json_atomic
 # The answer helpers live in s2l.grading; they stay importable from here.
 from s2l.grading import (RULES, Verdict, answers_match, extract_answer, find_answer, grade_row,  # noqa: F401
                          normalize_number)
-from s2l.models import default_device, load_model, load_tokenizer, resolve, revision
+from s2l.models import default_device, load_model, load_tokenizer, resolve, resolve_dtype, revision
 from s2l.progress import make_progress
 from s2l.config import EvalConfig
 from s2l.trajectories.scoring import score_examples
@@ -250,12 +251,13 @@ def evaluate(
     (atomically) and one prediction row per example to `predictions.jsonl` in the same folder.
     """
     config = config or EvalConfig()
+    device = device or default_device()
+    config = replace(config, dtype=resolve_dtype(config.dtype, device))
     started = time.time()
     data_config = config.data
     model_path = resolve(model)
     tok = load_tokenizer(model_path, tokenizer)
-    pool = load_pool(data, format=data_config.format, template=data_config.template,
-                     id_column=data_config.id_column, split=data_config.split, strict=data_config.strict)
+    pool = load_pool_as(data, data_config)
     examples = pool.examples[: config.limit] if config.limit is not None else pool.examples
     records = [pool.records[e.index].data for e in examples]
     for example in examples:  # a misspelt rule fails now, not after the generation
@@ -263,7 +265,7 @@ def evaluate(
         if record.data.get("grading") is not None and record.data["grading"] not in RULES:
             raise InputError(f"unknown grading {record.data['grading']!r}: one of {', '.join(RULES)}", data, record.line)
     tokenized = tokenize_examples(tok, examples, data_config.max_length, data_config.boundary)
-    net = load_model(model_path, config.dtype, device or default_device())
+    net = load_model(model_path, config.dtype, device)
 
     with make_progress(disable=not show_progress) as progress:
         task = progress.add_task("held-out loss", total=len(examples), info="")
@@ -324,7 +326,7 @@ def evaluate(
     metrics["excluded"] = {"duplicates": len(pool.duplicates),
                            "no_response_tokens": counts.pop(NO_RESPONSE_TOKENS, 0), **counts,
                            "generation_cut_at_max_new_tokens": sum(1 for r in rows if r["stopped"] is False)}
-    metrics["settings"] = asdict(config)
+    metrics["settings"] = json.loads(json.dumps(asdict(config)))  # tuples (--field) as the lists JSON gives back
     metrics["device"] = str(next(net.parameters()).device)
     metrics["seconds"] = round(time.time() - started, 1)
 

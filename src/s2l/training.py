@@ -19,7 +19,7 @@ import logging
 import shutil
 import time
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ from s2l.data.tokenize import NO_RESPONSE_TOKENS, exclusion_counts
 from s2l.errors import InputError
 from s2l.fileio import building_directory, fault_point, write_bytes_atomic, write_json_atomic
 from s2l.fine_tuning import FineTuning, few_steps_note, latest_state
-from s2l.models import default_device, load_model, load_tokenizer, resolve, revision
+from s2l.models import default_device, load_model, load_tokenizer, resolve, resolve_precision, revision
 from s2l.progress import make_progress
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,7 @@ def train(data: str | Path, model: str, out: str | Path, config: TrainConfig | N
         raise InputError("train runs in one process; launching it with torchrun or accelerate is not supported",
                          parameter="device")
     device = device or default_device()
+    config = replace(config, precision=resolve_precision(config.precision, device))
     model_path = resolve(model)
     tok = load_tokenizer(model_path, tokenizer)
     pool, tokenized = prepare_pool(data, tok, config.data)
@@ -169,6 +170,12 @@ def _job_config(config: TrainConfig, format: str) -> dict:
     """The settings that make the weights what they are (a finished or interrupted training must match them)."""
     job = {k: v for k, v in asdict(config).items() if k not in _NOT_IN_JOB}
     job["data"].pop("strict")  # refuses a pool or trains exactly as without it
+    # Where they are not used, as trainings made before the options: a finished one is still found finished.
+    fields = job["data"].pop("fields")
+    if fields:
+        job["data"]["fields"] = config.data.field_map  # as JSON keeps it
+    if job["data"].get("dataset_config") is None:
+        job["data"].pop("dataset_config")
     if format == "chat" or config.data.boundary == "characters":
         # Chat masks by characters whatever the option says: what trainings made before the option used.
         job["data"].pop("boundary")
@@ -283,7 +290,7 @@ def _manifest(data, model, model_path, pool, tokenized, trainable, excluded, job
         "model_path": model_path,
         "model_revision": job["model_revision"],
         "tokenizer": job["tokenizer"],
-        "config": asdict(config),
+        "config": json.loads(json.dumps(asdict(config))),  # tuples as the lists JSON gives back
         "job": job,
         "device": str(device),
         "saved": saved,  # full | merged (LoRA merged into the weights; adapter in adapter/) | adapter

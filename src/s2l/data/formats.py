@@ -7,6 +7,7 @@ rendered later with the tokenizer's own chat template, loss on assistant turns o
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,14 +98,24 @@ def detect_format(record: Record) -> str | None:
     return None
 
 
+def describe_value(value) -> str:
+    """A value's kind for an error message: `int`, `list`, and NaN or Infinity by name (JSON allows neither, but
+    Python's reader takes both)."""
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return f"the number {'NaN' if math.isnan(value) else repr(value).replace('inf', 'Infinity')}"
+    return type(value).__name__
+
+
 def _text_field(path: Path, record: Record, name: str, required: bool = True) -> str:
     if name not in record.data or record.data[name] is None:
         if required:
-            raise record_error(path, record, f"missing field {name!r}")
+            null = ": it is null" if name in record.data else ""
+            raise record_error(path, record, f"missing field {record.field_name(name)}{null}")
         return ""
     value = record.data[name]
     if not isinstance(value, str):
-        raise record_error(path, record, f"field {name!r} must be a string, got {type(value).__name__}")
+        raise record_error(path, record, f"field {record.field_name(name)} must be a string, got "
+                                         f"{describe_value(value)}")
     return value
 
 
@@ -122,21 +133,31 @@ def _source(path: Path, record: Record) -> str | None:
     if value is None:
         return None
     if not isinstance(value, (str, int)) or isinstance(value, bool):
-        raise record_error(path, record, f"field 'source' must be a string, got {type(value).__name__}")
+        raise record_error(path, record, f"field {record.field_name('source')} must be a string, got "
+                                         f"{describe_value(value)}")
     return str(value)
+
+
+# The roles a conversation may hold: those every chat template s2l renders knows (a template meets a "tool" or
+# "function" turn with an error or renders it as text the model never learnt to read).
+CHAT_ROLES = ("system", "user", "assistant")
 
 
 def _messages(path: Path, record: Record, strict: bool) -> tuple[tuple[tuple[str, str], ...], str | None]:
     value = record.data.get("messages")
+    name = record.field_name("messages")
     if not isinstance(value, list) or not value:
-        raise record_error(path, record, "field 'messages' must be a non-empty list of {role, content} objects")
+        raise record_error(path, record, f"field {name} must be a non-empty list of {{role, content}} objects")
     turns = []
     for i, message in enumerate(value):
         if not isinstance(message, dict):
-            raise record_error(path, record, f"messages[{i}] must be an object, got {type(message).__name__}")
+            raise record_error(path, record, f"messages[{i}] must be an object, got {describe_value(message)}")
         role, content = message.get("role"), message.get("content")
         if not isinstance(role, str) or not isinstance(content, str):
             raise record_error(path, record, f"messages[{i}] needs string 'role' and 'content' fields")
+        if role not in CHAT_ROLES:
+            raise record_error(path, record, f"messages[{i}] has role {role!r}, which the chat template does not "
+                                             f"know; the roles allowed are {', '.join(CHAT_ROLES)}")
         turns.append((role, content))
     excluded = None
     empty = [i for i, (role, content) in enumerate(turns) if role == "assistant" and not content.strip()]
@@ -169,9 +190,9 @@ def to_example(path: Path, record: Record, fmt: str, example_id: str, template: 
     response = _text_field(path, record, response_key)
     excluded = None
     if not response.strip():
-        excluded = _empty(path, record, strict, EMPTY_RESPONSE, f"field {response_key!r} is empty")
+        excluded = _empty(path, record, strict, EMPTY_RESPONSE, f"field {record.field_name(response_key)} is empty")
     elif not instruction.strip():
-        excluded = _empty(path, record, strict, EMPTY_PROMPT, f"field {prompt_key!r} is empty")
+        excluded = _empty(path, record, strict, EMPTY_PROMPT, f"field {record.field_name(prompt_key)} is empty")
     return Example(**common, prompt=prompt, response=response, excluded=excluded)
 
 
@@ -187,7 +208,8 @@ def resolve_format(path: Path, records: list[Record], fmt: str) -> str:
         raise record_error(
             path, records[0],
             f"cannot tell the format from the fields ({keys}); expected instruction/output (alpaca), "
-            "prompt/response or prompt/completion, or messages (chat); or pass --format",
+            "prompt/response or prompt/completion, or messages (chat); or name yours with --field (like "
+            "--field instruction=question --field output=answer), or pass --format",
         )
     return detected
 

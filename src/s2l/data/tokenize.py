@@ -28,6 +28,7 @@ import numpy as np
 
 from s2l.config import BOUNDARIES, DataConfig
 from s2l.data.formats import Example
+from s2l.data.readers import HubDataset
 from s2l.errors import InputError
 
 _MARKER = "\ue000s2l-assistant-content\ue000"  # a private-use marker no real text contains
@@ -126,6 +127,28 @@ def chat_spans(tokenizer, messages: tuple[tuple[str, str], ...], path: str = "ch
     return full, spans
 
 
+def _chat_spans_of(tokenizer, example: Example, source) -> tuple[str, list[tuple[int, int]]]:
+    """`chat_spans` of one example; a template that refuses the conversation (its own `raise_exception`: roles
+    out of order, a role it does not know) is an error naming the record."""
+    name = getattr(tokenizer, "name_or_path", "") or "the tokenizer"
+    try:
+        return chat_spans(tokenizer, example.messages, name)
+    except InputError:
+        raise
+    except Exception as e:
+        from jinja2 import TemplateError
+
+        if not isinstance(e, TemplateError):
+            raise
+        where = source if source is not None else name
+        problem = f"the chat template of {name} refuses this conversation: {' '.join(str(e).split())}"
+        if example.line is None and isinstance(source, HubDataset):
+            problem = f"row {example.index}{f' of split {source.split}' if source.split else ''}: {problem}"
+        elif example.line is None and source is not None:
+            problem = f"record {example.index + 1}: {problem}"
+        raise InputError(problem, where, example.line) from None
+
+
 def _check_boundary(tokenizer, boundary: str) -> None:
     if boundary not in BOUNDARIES:
         raise InputError(f"unknown value {boundary!r}; choose one of {', '.join(BOUNDARIES)}", parameter="boundary")
@@ -161,7 +184,8 @@ def _text_tokens(tokenizer, examples: list[Example], boundary: str) -> list[tupl
 
 
 def tokenize_examples(tokenizer, examples: list[Example], max_length: int = DataConfig.max_length,
-                      boundary: str = DataConfig.boundary) -> list[TokenizedExample]:
+                      boundary: str = DataConfig.boundary, source=None) -> list[TokenizedExample]:
+    """`source` (the pool's file or Hub dataset) names where a conversation the chat template refuses came from."""
     _check_tokenizer(tokenizer)
     _check_boundary(tokenizer, boundary)
     out: list[TokenizedExample | None] = [None] * len(examples)
@@ -172,7 +196,7 @@ def tokenize_examples(tokenizer, examples: list[Example], max_length: int = Data
             out[i] = _finish(examples[i], ids, mask, max_length)
     for i, example in enumerate(examples):
         if example.is_chat:
-            text, spans = chat_spans(tokenizer, example.messages, getattr(tokenizer, "name_or_path", "chat template"))
+            text, spans = _chat_spans_of(tokenizer, example, source)
             # The chat template writes its own BOS where the model wants one.
             encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
             out[i] = _finish(example, list(encoded["input_ids"]), _mask_from_spans(encoded["offset_mapping"], spans), max_length)
@@ -182,8 +206,14 @@ def tokenize_examples(tokenizer, examples: list[Example], max_length: int = Data
 def prepare_pool(data, tokenizer, config) -> tuple:
     """Read the pool at `data` as `config` (a `DataConfig`) says and tokenise every example: the
     first step of record, score, train and evaluate alike. Returns (pool, tokenized examples)."""
+    pool = load_pool_as(data, config)
+    return pool, tokenize_examples(tokenizer, pool.examples, config.max_length, config.boundary, source=pool.path)
+
+
+def load_pool_as(data, config):
+    """The pool at `data` read as `config` (a `DataConfig`) says, without tokenising it."""
     from s2l.data.pool import load_pool
 
-    pool = load_pool(data, format=config.format, template=config.template, id_column=config.id_column,
-                     split=config.split, strict=config.strict)
-    return pool, tokenize_examples(tokenizer, pool.examples, config.max_length, config.boundary)
+    return load_pool(data, format=config.format, template=config.template, id_column=config.id_column,
+                     split=config.split, strict=config.strict, fields=config.field_map,
+                     dataset_config=config.dataset_config)

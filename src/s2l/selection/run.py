@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from s2l import __version__
+from s2l.config import parse_fields
 from s2l.data.pool import Pool, load_pool
 from s2l.errors import InputError
 from s2l.fileio import as_path, building_directory, remove_leftovers, sha256_file, write_bytes_atomic, write_json_atomic
@@ -130,6 +131,8 @@ def run_selection(
     split: str | None = None,
     snapshot_epochs: list[float] | None = None,
     force: bool = False,
+    fields: dict[str, str] | list[str] | None = None,
+    dataset_config: str | None = None,
 ) -> SelectionResult:
     started = time.perf_counter()
     out = Path(out)
@@ -137,16 +140,26 @@ def run_selection(
     parse_budget(budget)
     prepare_out(out, force)
 
+    given_fields = None if fields is None else parse_fields(fields)
     loaded = load_trajectories(trajectories, snapshot_epochs)
     run = loaded.manifest or {}
+    recorded = run.get("dataset") or {}
+    hub = recorded.get("hub") or {}
     if data is None:
-        data = (run.get("dataset") or {}).get("path")
-        if data is None or not Path(data).exists():
+        data = hub.get("id") or recorded.get("path")
+        if data is None or not (hub or Path(data).exists()):
             raise InputError("needed: the pool file the trajectories' ids refer to", parameter="data")
+        # the pool as the run read it: the same split and configuration
+        split = split if split is not None else recorded.get("split")
+        dataset_config = dataset_config if dataset_config is not None else hub.get("config")
     if id_column is None:
         id_column = run.get("id_column")
+    if loaded.kind == "run" and given_fields is not None and given_fields != run.get("fields", {}):
+        raise InputError(f"the run {loaded.path} read the pool with {_fields_text(run.get('fields', {}))}; select "
+                         "reads it the same way: leave --field out, or give the run's", parameter="fields")
+    fields = given_fields if given_fields is not None else run.get("fields") or {}
     pool = load_pool(data, format=format or run.get("format") or "auto", template="none", id_column=id_column,
-                     split=split)
+                     split=split, fields=fields, dataset_config=dataset_config)
     if loaded.kind == "run" and run.get("dataset_fingerprint") not in (None, pool.fingerprint):
         raise InputError(f"this is not the pool the run {loaded.path} recorded (its fingerprint differs); "
                          "pass the same file", data)
@@ -160,6 +173,10 @@ def run_selection(
     manifest = _manifest(selector, budget, loaded, pool, t, pool_rows)
     _write(out, force, selector, pool, pool_rows, manifest)
     return SelectionResult(out, selector, ids, pool, manifest, time.perf_counter() - started)
+
+
+def _fields_text(fields: dict[str, str]) -> str:
+    return " ".join(f"--field {t}={s}" for t, s in fields.items()) if fields else "no --field"
 
 
 def _without_empty_examples(t: Trajectories, pool: Pool, pool_rows: np.ndarray) -> tuple[Trajectories, np.ndarray]:
@@ -234,7 +251,8 @@ def _manifest(selector: Selector, budget, loaded: LoadedTrajectories, pool: Pool
         "seed": selector.seed,
         "budget": {"asked": str(budget), "delivered": len(selector.selected_), "usable": selector.n_usable_},
         "data": {"path": str(pool.path), "fingerprint": pool.fingerprint, "format": pool.format,
-                 "records": len(pool.records), "examples": len(pool.examples)},
+                 "records": len(pool.records), "examples": len(pool.examples), "fields": dict(pool.fields),
+                 "split": pool.split, "hub": pool.hub},
         "trajectories": {"kind": loaded.kind, "path": str(loaded.path), "fingerprint": loaded.fingerprint,
                          "examples": len(t.ids), "snapshots": len(t.snapshots),
                          "model": (loaded.manifest or {}).get("model")},

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -20,6 +21,7 @@ import numpy as np
 
 from s2l.errors import InputError
 from s2l.fileio import check_writable, directory_lock
+from s2l.models import resolve_dtype
 from s2l.progress import make_progress
 from s2l.config import DataConfig, ScoreConfig
 from s2l.trajectories.record import ScoringModel, _open_store, prepare_score
@@ -85,6 +87,8 @@ def score_with_ray(data: str | Path, checkpoints: Sequence[str], out: str | Path
     data_config, score_config = data_config or DataConfig(), score_config or ScoreConfig()
     if workers < 1 or gpus_per_worker < 0:
         raise InputError("workers must be at least 1 and gpus_per_worker not negative", parameter="workers")
+    # `auto` is decided here, on the driver, for `device`: every worker must score in the same dtype.
+    score_config = replace(score_config, dtype=resolve_dtype(score_config.dtype, device))
     job = prepare_score(data, checkpoints, data_config, score_config, tokenizer)
     check_writable(out, len(job.paths) * len(job.tokenized) * 64, "scoring")
     with directory_lock(out):  # the driver holds the lock for the whole job

@@ -19,7 +19,7 @@ import math
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -35,7 +35,8 @@ from s2l.distributed import ProcessGroup, full_state, is_sharded, join, shard_mo
 from s2l.errors import InputError
 from s2l.fine_tuning import FineTuning, few_steps_note, latest_state, step_counts
 from s2l.fileio import check_writable, directory_lock, fault_point, folder_bytes, is_url, write_json_atomic
-from s2l.models import default_device, load_model, load_tokenizer, resolve, revision, torch_dtype
+from s2l.models import (default_device, load_model, load_tokenizer, resolve, resolve_dtype, resolve_precision,
+                        revision, torch_dtype)
 from s2l.progress import make_progress
 from s2l.trajectories.scoring import score_columns
 from s2l.trajectories.store import TrajectoryStore
@@ -105,6 +106,7 @@ def base_manifest(kind: str, pool: Pool, tokenized, data_config: DataConfig, sco
         "template": {"name": pool.template.name, "with_input": pool.template.with_input,
                      "without_input": pool.template.without_input},
         "id_column": data_config.id_column,
+        "fields": dict(pool.fields),  # --field: select reads the pool the same way
         "tokenizer": tokenizer_name,
         "max_length": data_config.max_length,
         "boundary": boundary_used(pool.format, data_config),
@@ -453,6 +455,9 @@ def record(data: str | Path, proxy: str, out: str | Path, config: RecordConfig |
                          "--out and copy the run to object storage, or score checkpoints there with `s2l score`", out)
     group, device = join(device)
     device = device or default_device()
+    # `auto` becomes what runs here before anything is written: the manifest records the choice.
+    config = replace(config, precision=resolve_precision(config.precision, device))
+    score_config = replace(score_config, dtype=resolve_dtype(score_config.dtype, device))
     model_path = resolve(proxy)
     tok = load_tokenizer(model_path, tokenizer)
     pool, tokenized = prepare_pool(data, tok, data_config)
@@ -546,10 +551,11 @@ def score(data: str | Path, checkpoints: Sequence[str], out: str | Path, data_co
 
     Launched by torchrun or accelerate, the processes share the cells of every snapshot."""
     data_config, score_config = data_config or DataConfig(), score_config or ScoreConfig()
-    job = prepare_score(data, checkpoints, data_config, score_config, tokenizer)
-    paths, pool, tokenized, manifest = job.paths, job.pool, job.tokenized, job.manifest
     group, device = join(device)
     device = device or default_device()
+    score_config = replace(score_config, dtype=resolve_dtype(score_config.dtype, device))
+    job = prepare_score(data, checkpoints, data_config, score_config, tokenizer)
+    paths, pool, tokenized, manifest = job.paths, job.pool, job.tokenized, job.manifest
     if group.is_main:
         check_writable(out, len(paths) * len(tokenized) * 64, "scoring")
     # One writer per run directory: the job's rank 0 holds the lock for all its processes.

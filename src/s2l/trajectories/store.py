@@ -29,11 +29,11 @@ from s2l.fileio import LOCK_NAME, as_path, atomic_path, remove_leftovers, sha256
 from s2l.trajectories.matrix import Trajectories
 
 # Settings that change the numbers: a run directory refuses to resume under different ones.
-IDENTITY_KEYS = ("dataset_fingerprint", "format", "template", "id_column", "model", "model_revision",
+IDENTITY_KEYS = ("dataset_fingerprint", "format", "template", "id_column", "fields", "model", "model_revision",
                  "tokenizer", "max_length", "boundary", "dtype", "compiled", "shard_size", "ifd", "training",
                  "snapshots")
 # What a run made before the key existed used: runs recorded before the boundary option masked by characters.
-IDENTITY_DEFAULTS = {"compiled": False, "ifd": False, "boundary": "characters"}
+IDENTITY_DEFAULTS = {"compiled": False, "ifd": False, "boundary": "characters", "fields": {}}
 # Optional cell columns, and the `Trajectories` attribute each loads into.
 MEASURES = {"top1_prob": "confidence", "loss_alone": "loss_alone"}
 
