@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+# The real published sets beside the repository (a fresh clone has none: tests that need them skip).
+SHARED_DATA = Path(os.environ.get("S2L_SHARED_DATA") or ROOT / "../shared/data")
+NO_SHARED_DATA = f"needs the real published data in {SHARED_DATA} (absent here, as in a fresh clone; set S2L_SHARED_DATA)"
 
 # A proxy run of the tiny model in seconds: 2 epochs, 4 snapshots besides the base model.
 FAST = dict(epochs=2, snapshots=4, batch_size=4, learning_rate=1e-3, precision="float32")

@@ -30,8 +30,10 @@ from s2l.data import load_pool, read_records
 from s2l.data.readers import HubDataset, data_source
 from s2l.errors import InputError
 
+from helpers import NO_SHARED_DATA, SHARED_DATA
+
 runner = CliRunner()
-SHARED = Path("/work/shared/data")
+SHARED = SHARED_DATA
 SRC = Path(s2l.__file__).resolve().parents[1]
 GSM8K = [{"question": f"What is {i} + {i}?", "answer": f"{i} + {i} = {2 * i}\n#### {2 * i}"} for i in range(1, 6)]
 
@@ -138,7 +140,7 @@ def test_a_mapped_field_missing_or_mistyped_names_the_line_and_the_field(tmp_pat
 
 
 @pytest.mark.skipif(not (SHARED / "math" / "gsm8k_train.jsonl").is_file(),
-                    reason="the shared real data (/work/shared/data) is not on this machine")
+                    reason=NO_SHARED_DATA)
 def test_the_real_gsm8k_and_math_files_load_with_a_mapping():
     gsm8k = SHARED / "math" / "gsm8k_train.jsonl"
     result = check_data(str(gsm8k), "--field", "instruction=question", "--field", "output=answer")
