@@ -1,6 +1,6 @@
 """Answers graded as each real test set is graded (s2l.grading), on rows copied from the sets themselves.
 
-The rows below are real (question and gold answer as in /work/shared/data/math/*.jsonl, abridged where
+The rows below are real (question and gold answer as in ../shared/data/math/*.jsonl, abridged where
 noted); the completions are written here the way a model answers. Each rule is shown accepting the
 right answer in the forms a model writes it and rejecting wrong ones. The last test grades every gold
 solution of every set against its own gold answer when the data is on this machine.
@@ -29,7 +29,9 @@ from s2l.grading import (
     source_rule,
 )
 
-DATA = Path("/work/shared/data/math")
+from helpers import NO_SHARED_DATA, SHARED_DATA
+
+DATA = SHARED_DATA / "math"
 
 
 def right(completion, gold, rule, options=None):
@@ -473,7 +475,7 @@ def _self_grading_sets():
     }
 
 
-@pytest.mark.skipif(not DATA.is_dir(), reason=f"the math test sets are not on this machine ({DATA})")
+@pytest.mark.skipif(not DATA.is_dir(), reason=NO_SHARED_DATA)
 def test_math_answers_survive_how_a_model_rewrites_them():
     """Every distinct gold answer of MATH (math500 and math_test5000) equals itself rewritten the way a model
     may: \\frac/\\dfrac swapped, spaces dropped or added, \\left/\\right and \\text{} dropped, '.0' after an
@@ -502,7 +504,7 @@ def test_math_answers_survive_how_a_model_rewrites_them():
     assert len(missed) / len(pairs) < 0.002, missed[:20]
 
 
-@pytest.mark.skipif(not DATA.is_dir(), reason=f"the math test sets are not on this machine ({DATA})")
+@pytest.mark.skipif(not DATA.is_dir(), reason=NO_SHARED_DATA)
 def test_every_gold_answer_grades_as_correct_against_its_own_solution():
     report, failures = [], []
     for name, (minimum, rows) in _self_grading_sets().items():
