@@ -84,13 +84,16 @@ def test_gym_scoring_of_real_test_rows(test_split):
 
 def test_fallback_scoring_without_gym_fields():
     row = {"instruction": "What is 6 * 7?", "output": "6 * 7 = 42\n#### 42"}
-    # No answer field: the gold answer comes from the reference response's #### line.
-    assert judge("42.0", row, row["output"]) == Verdict(True, "final-number", "42", "42")
+    # No answer field: the gold answer comes from the reference response's #### line, graded as GSM8K.
+    assert judge("42.0", row, row["output"]) == Verdict(True, "gsm8k", "42", "42", "final-number")
     assert judge("so\n#### 41", row, row["output"]).correct is False
-    assert judge("no idea", row, row["output"]).scorer == "none"
+    nothing = judge("no idea", row, row["output"])
+    assert nothing.correct is False and nothing.scorer == "gsm8k" and nothing.extracted is None
     assert judge("42", {"instruction": "?", "output": "no answer given"}, "no answer given").correct is None
-    # A task reasoning-gym does not know falls back to comparing answers.
-    assert judge("#### 5", {"answer": "5", "task": "no_such_task", "metadata": {}}).scorer == "####"
+    # A task reasoning-gym does not know falls back to s2l's rules (a numeric gold: `number`).
+    assert judge("#### 5", {"answer": "5", "task": "no_such_task", "metadata": {}}).scorer == "number"
+    # A row's own `grading` wins over the gym fields.
+    assert judge("#### 5", {"answer": "5", "grading": "gsm8k", "task": "gcd", "metadata": {}}).scorer == "gsm8k"
 
 
 # -- prompts: exactly what training conditioned on -------------------------------------------------------
@@ -147,13 +150,22 @@ def test_evaluate_metrics_and_predictions(tiny_eval, test_split):
         assert 0.0 <= group["accuracy"] <= 1.0
     assert sum(g["n"] for g in metrics["by_source"].values()) == metrics["n"]
     assert set(metrics["by_source"]) == {r["source"] for r in read_jsonl(test_split)}
+    # 95% intervals: Wilson for accuracy, Student t for the mean loss, named in ci_method.
+    assert metrics["ci_method"] == {"accuracy": "wilson", "loss": "student-t"}
+    for group in (metrics["overall"], *metrics["by_source"].values()):
+        lo, hi = group["accuracy_ci95"]
+        assert 0.0 <= lo <= group["accuracy"] <= hi <= 1.0
+        assert group["scorers"] == {"gym": group["n_judged"]}
+    lo, hi = metrics["overall"]["loss_ci95"]
+    assert lo < metrics["overall"]["loss"] < hi
+    assert all(g["loss_ci95"] is None for g in metrics["by_source"].values())  # one row per source: no t interval
     assert metrics["settings"]["max_new_tokens"] == FAST["max_new_tokens"]
     assert metrics["settings"]["data"]["max_length"] == 512
 
     rows = read_jsonl(out.with_name("predictions.jsonl"))
     assert len(rows) == 5
     assert {"example_id", "source", "ood", "prompt", "completion", "extracted", "gold", "correct", "scorer",
-            "loss"} <= set(rows[0])
+            "found", "loss"} <= set(rows[0])
     assert [r["gold"] for r in rows] == [r["answer"] for r in read_jsonl(test_split)]  # input order kept
     assert all(r["scorer"] == "gym" and isinstance(r["completion"], str) for r in rows)
     assert sum(r["correct"] for r in rows) == metrics["overall"]["correct"]
@@ -221,6 +233,55 @@ def test_evaluate_smollm2(smollm2_dir, test_split, tmp_path):
     # A pretrained instruct model predicts these worked answers far better than chance (ln 49152 = 10.8).
     assert metrics["overall"]["loss"] < 5
     print(f"SmolLM2 on 3 rows: {time.time() - started:.1f} s; completions: {[r['completion'] for r in rows]}")
+
+
+def test_intervals():
+    from s2l.evaluation import mean_interval, wilson_interval
+
+    assert wilson_interval(5, 10) == pytest.approx([0.2366, 0.7634], abs=1e-4)
+    assert wilson_interval(0, 10) == pytest.approx([0.0, 0.2775], abs=1e-4)  # not empty at 0 correct
+    assert wilson_interval(10, 10) == pytest.approx([0.7225, 1.0], abs=1e-4)
+    assert wilson_interval(0, 0) is None
+    assert mean_interval([1.0, 2.0, 3.0]) == pytest.approx([2 - 4.3027 / 3 ** 0.5, 2 + 4.3027 / 3 ** 0.5], abs=1e-3)
+    assert mean_interval([1.0]) is None
+
+
+def test_an_unknown_grading_rule_fails_before_generation(tiny_model_dir, tmp_path):
+    from s2l.errors import InputError
+
+    data = tmp_path / "test.jsonl"
+    data.write_text(json.dumps({"instruction": "1 + 1?", "output": "#### 2", "answer": "2", "grading": "exact"}) + "\n")
+    with pytest.raises(InputError, match="unknown grading 'exact'"):
+        evaluate(str(tiny_model_dir), data, EvalConfig(**FAST), show_progress=False)
+
+
+def test_sets_graded_by_their_own_rules(tiny_model_dir, tmp_path):
+    """A pool's test rows from several sets: each graded by its rule, reported per source with its interval."""
+    rows = [
+        {"instruction": "Janet sells 9 eggs at $2. How much?", "output": "9 * 2 = 18\n#### 18", "source": "gsm8k"},
+        {"instruction": "Simplify sqrt(242).", "output": "$\\boxed{11\\sqrt2}$", "answer": "11\\sqrt2",
+         "source": "math500", "ood": True},
+        {"instruction": "Which is 36?", "output": "Answer: A", "answer": "A", "grading": "choice",
+         "options": {"A": "36", "B": "15"}, "source": "aqua", "ood": True},
+    ]
+    data = tmp_path / "test.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from typer.testing import CliRunner
+
+    from s2l.cli import app
+
+    result = CliRunner().invoke(app, ["evaluate", "--model", str(tiny_model_dir), "--data", str(data), "--out",
+                                      str(tmp_path / "m.json"), "--max-new-tokens", "12", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    # One line per source, with the accuracy's interval and the rule that graded it.
+    for source, rule in (("gsm8k", "gsm8k"), ("math500", "boxed"), ("aqua", "choice")):
+        line = next(line for line in result.output.splitlines() if line.strip().startswith(source + ":"))
+        assert "accuracy" in line and f"({rule})" in line and "[" in line, line
+    assert [r["scorer"] for r in read_jsonl(tmp_path / "predictions.jsonl")] == ["gsm8k", "boxed", "choice"]
+    assert set(metrics["by_source"]) == {"gsm8k", "math500", "aqua"}
+    assert metrics["ood"]["n"] == 2 and metrics["by_source"]["aqua"]["scorers"] == {"choice": 1}
+    assert all(len(g["accuracy_ci95"]) == 2 for g in metrics["by_source"].values())
 
 
 def test_an_answer_followed_by_punctuation_is_a_number():

@@ -540,8 +540,10 @@ def evaluate(
 ):
     """Held-out response loss and answer accuracy (greedy generation), overall, in/out of domain and per source.
 
-    Answers are read GSM8K style (`#### N`), else the last number, or scored by reasoning-gym when a row
-    names its task. Use the template the model was trained with.
+    Answers are graded as each test set is: a row's `grading` (gsm8k, boxed, choice, number, text), else
+    reasoning-gym's scorer when a row names its task, else the rule of its `source` (gsm8k, math, aqua,
+    mathqa, svamp, …) or of its gold answer (`####`, `\\boxed{}`). Accuracy comes with a 95% Wilson
+    interval. Use the template the model was trained with.
 
     [bold]Example[/]: s2l evaluate --model runs/target-s2l --data test.jsonl --out runs/target-s2l/metrics.json
     """
@@ -550,13 +552,28 @@ def evaluate(
     metrics = evaluate_model(model, data, config, out=out, device=device, show_progress=not no_progress,
                              tokenizer=tokenizer)
     overall = metrics["overall"]
-    accuracy = "–" if overall.get("accuracy") is None else f"{100 * overall['accuracy']:.1f}%"
-    say(f"[bold green]evaluated[/] {metrics['n']} examples: loss {overall['loss']:.4f}, accuracy {accuracy}  → {out}")
+    say(f"[bold green]evaluated[/] {metrics['n']} examples: {_eval_line(overall, count=False)}  → {out}")
     for name in ("in_domain", "ood"):
         part = metrics.get(name)
         if part and metrics.get("ood"):
-            acc = "–" if part.get("accuracy") is None else f"{100 * part['accuracy']:.1f}%"
-            say(f"  {name.replace('_', '-')}: n {part['n']}, loss {part['loss']:.4f}, accuracy {acc}")
+            say(f"  {name.replace('_', '-')}: {_eval_line(part)}")
+    if len(metrics["by_source"]) > 1:
+        for source, part in metrics["by_source"].items():
+            say(f"  {source}: {_eval_line(part)}")
+
+
+def _eval_line(part: dict, count: bool = True) -> str:
+    """'n 120, loss 0.8123 [0.7800, 0.8446], accuracy 45.8% [37.2, 54.7] (gsm8k)': 95% intervals, the rules used."""
+    def interval(ci, scale=1.0, digits=1):
+        return f" [{scale * ci[0]:.{digits}f}, {scale * ci[1]:.{digits}f}]" if ci else ""
+
+    loss = "–" if part.get("loss") is None else f"{part['loss']:.4f}{interval(part.get('loss_ci95'), digits=4)}"
+    if part.get("accuracy") is None:
+        accuracy = "–"
+    else:
+        rules = ", ".join(part.get("scorers") or {})
+        accuracy = f"{100 * part['accuracy']:.1f}%{interval(part.get('accuracy_ci95'), 100)}" + (f" ({rules})" if rules else "")
+    return (f"n {part['n']}, " if count else "") + f"loss {loss}, accuracy {accuracy}"
 
 
 @app.command()

@@ -7,14 +7,21 @@ Two measurements, because each misses what the other sees:
   the model, so it still separates two data subsets when a small target's accuracy is flat (near 0
   or identical on a few dozen problems). Reported per example averaged ("loss") and per token
   ("token_loss": total CE over total response tokens, which weights long answers more).
-- **Answer accuracy**: greedy generation from the training prompt, then the final answer is judged.
-  Rows made by examples/make_math_pool.py carry `task` and `metadata`, so reasoning-gym's own scorer
-  judges them (a score of 1 is correct); other rows compare the extracted final answer (GSM8K's
-  `#### answer` line, else `\\boxed{}`, else the last number) with the gold answer.
+- **Answer accuracy**: greedy generation from the training prompt, then the final answer is graded
+  the way its test set is graded (`s2l.grading`): GSM8K by its `#### N` line, MATH by the last
+  `\\boxed{}` after MATH's normalisation, AQuA and MathQA by the option letter (or the option's value),
+  MAWPS, ASDiv, SVAMP and GSM-hard as numbers within a tolerance, TabMWP's words as normalised text.
+  A row names its rule in `grading`; without one, reasoning-gym rows (made by examples/make_math_pool.py,
+  with `task` and `metadata`) are scored by reasoning-gym's own scorer (a score of 1 is correct), and
+  the rule of any other row is inferred from its `source`, its gold answer (`####`, `\\boxed`) and its
+  options (`s2l.grading.row_rule`).
 
 Everything is also broken down in-domain / out-of-domain (`ood` rows: task kinds absent from the
-pool) and by `source`. `evaluate(..., out=metrics.json)` writes the metrics and a `predictions.jsonl`
-beside them (one row per example: completion, extracted answer, gold, verdict, loss).
+pool) and by `source` (one test set per source in a pool's test split). Each group reports its
+accuracy with a 95% Wilson score interval (`accuracy_ci95`) and its mean loss with a 95% Student t
+interval (`loss_ci95`); `ci_method` in the metrics names both. `evaluate(..., out=metrics.json)` writes
+the metrics and a `predictions.jsonl` beside them (one row per example: completion, extracted answer,
+gold, verdict, the rule that graded it (`scorer`), where the answer was found (`found`), loss).
 """
 
 from __future__ import annotations
@@ -22,7 +29,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import re
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -35,89 +41,15 @@ from s2l.data import Example, tokenize_examples
 from s2l.data.tokenize import load_pool_as
 from s2l.data.formats import NO_ASSISTANT_TURN
 from s2l.data.tokenize import NO_RESPONSE_TOKENS, chat_spans, exclusion_counts
+from s2l.errors import InputError
 from s2l.fileio import atomic_path, fault_point, write_json_atomic
+# The answer helpers live in s2l.grading; they stay importable from here.
+from s2l.grading import (RULES, Verdict, answers_match, extract_answer, find_answer, grade_row,  # noqa: F401
+                         normalize_number)
 from s2l.models import default_device, load_model, load_tokenizer, resolve, resolve_dtype, revision
 from s2l.progress import make_progress
 from s2l.config import EvalConfig
 from s2l.trajectories.scoring import score_examples
-
-
-# -- final answers -----------------------------------------------------------------------------------
-# A number: thousands groups ("1,234") or plain digits, an optional decimal part. A sign counts only
-# where it cannot be a binary operator: not right after a word character or a closing bracket, so
-# "10-3" ends in 3, while "= -3" and "(-3)" end in -3.
-_NUMBER = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
-_SIGNED = re.compile(r"(?:(?<![\w)\]])[-+])?" + _NUMBER)
-_WHOLE = re.compile(r"[-+]?" + _NUMBER)
-
-
-def normalize_number(text: str) -> str:
-    """'1,234' -> '1234', '+5' -> '5', '3.0' -> '3', '2.50' -> '2.5', '-0' -> '0'."""
-    text = text.replace(",", "").lstrip("+")
-    sign = "-" if text.startswith("-") else ""
-    whole, _, frac = text.lstrip("-").partition(".")
-    frac = frac.rstrip("0")
-    digits = str(int(whole)) + (f".{frac}" if frac else "")
-    return digits if digits == "0" else sign + digits
-
-
-def _boxed(text: str) -> str | None:
-    """The content of the last \\boxed{...}, braces balanced."""
-    start = text.rfind("\\boxed{")
-    if start < 0:
-        return None
-    depth, i = 1, start + len("\\boxed{")
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i:j]
-    return None
-
-
-def _clean(answer: str) -> str:
-    """An answer span: a leading number (with at most words after it) normalised, else the text stripped."""
-    answer = answer.strip().rstrip(".").strip().removeprefix("$").strip()
-    match = _WHOLE.match(answer)
-    # "42", "42 apples", "42, since …" -> 42; but "3/4" or "2x" stay text: their first number is not the answer.
-    if match and (match.end() == len(answer) or answer[match.end()].isspace() or answer[match.end()] in ",;:!?)"):
-        return normalize_number(match.group())
-    return answer
-
-
-def find_answer(text: str) -> tuple[str | None, str | None]:
-    """The final answer in a completion and how it was found: '####', 'boxed', 'final-number' or None."""
-    if "####" in text:
-        line = text[text.rfind("####") + 4:].split("\n", 1)[0]
-        if line.strip().rstrip("."):
-            return _clean(line), "####"
-    boxed = _boxed(text)
-    if boxed is not None and boxed.strip():
-        return _clean(boxed), "boxed"
-    numbers = _SIGNED.findall(text)
-    if numbers:
-        return normalize_number(numbers[-1]), "final-number"
-    return None, None
-
-
-def extract_answer(text: str) -> str | None:
-    """GSM8K-style final answer: what follows the last '#### ' on its line, else the last \\boxed{},
-    else the last number in the text; numbers normalised (see `normalize_number`). None if none."""
-    return find_answer(text)[0]
-
-
-def _as_number(text: str) -> float | None:
-    text = text.strip().rstrip(".").strip().removeprefix("$")
-    return float(text.replace(",", "")) if _WHOLE.fullmatch(text) else None
-
-
-def answers_match(predicted: str | None, gold: str | None) -> bool:
-    """Numerically equal (relative tolerance 1e-6) when both are numbers, else equal as stripped text."""
-    if predicted is None or gold is None:
-        return False
-    a, b = _as_number(str(predicted)), _as_number(str(gold))
-    if a is not None and b is not None:
-        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-12)
-    return str(predicted).strip() == str(gold).strip()
 
 
 # -- judging one completion --------------------------------------------------------------------------
@@ -134,36 +66,39 @@ def _gym_scorer(task: str) -> Callable | None:
         return None
 
 
-@dataclass
-class Verdict:
-    correct: bool | None  # None: no gold answer to judge against
-    scorer: str | None  # 'gym', '####', 'boxed', 'final-number', 'none' (no answer found), None
-    extracted: str | None
-    gold: str | None
-
-
 def judge(completion: str, record: dict, reference: str | None = None) -> Verdict:
-    """Is `completion` right? `record` is the test row as read; `reference` the gold response text
-    (used for the gold answer when the row has no `answer` field)."""
-    extracted, method = find_answer(completion)
+    """Is `completion` right? `record` is the test row as read; `reference` the gold response text (the gold
+    answer when the row has no answer field, and a hint to the rule: `####` or `\\boxed`).
+
+    A row that names its rule (`grading`) is graded by it; a reasoning-gym row (`task` and `metadata`, a
+    task reasoning-gym knows) by reasoning-gym's scorer; any other by the rule `s2l.grading.row_rule`
+    infers from its source, gold answer and options."""
+    if record.get("grading") is None:
+        verdict = _gym_verdict(completion, record, reference)
+        if verdict is not None:
+            return verdict
+    return grade_row(completion, record, reference)
+
+
+def _gym_verdict(completion: str, record: dict, reference: str | None) -> Verdict | None:
+    task, metadata = record.get("task"), record.get("metadata")
+    if not (isinstance(task, str) and isinstance(metadata, dict) and _gym_scorer(task)):
+        return None
     gold = record.get("answer")
     gold = str(gold) if gold is not None else (extract_answer(reference) if reference else None)
-    task, metadata = record.get("task"), record.get("metadata")
-    if gold is not None and isinstance(task, str) and isinstance(metadata, dict) and _gym_scorer(task):
-        question = record.get("question") or record.get("instruction") or record.get("prompt") or ""
-        # The gym scorers compare strings strictly (" 28" or "28.0" can score below 1), so they get the
-        # normalised extracted answer; with nothing extracted, the raw completion.
-        answer = extracted if extracted is not None else completion.strip()
-        try:
-            score = float(_gym_scorer(task)(answer=answer, entry={"question": question, "answer": gold,
-                                                                  "metadata": metadata}))
-        except Exception:  # a scorer that chokes on this row: fall back to comparing answers below
-            score = None
-        if score is not None:
-            return Verdict(score >= 1.0, "gym", extracted, gold)
     if gold is None:
-        return Verdict(None, None, extracted, None)
-    return Verdict(answers_match(extracted, gold), method or "none", extracted, gold)
+        return None
+    extracted, found = find_answer(completion)
+    question = record.get("question") or record.get("instruction") or record.get("prompt") or ""
+    # The gym scorers compare strings strictly (" 28" or "28.0" can score below 1), so they get the
+    # normalised extracted answer; with nothing extracted, the raw completion.
+    answer = extracted if extracted is not None else completion.strip()
+    try:
+        score = float(_gym_scorer(task)(answer=answer, entry={"question": question, "answer": gold,
+                                                              "metadata": metadata}))
+    except Exception:  # a scorer that chokes on this row: graded by s2l's own rules instead
+        return None
+    return Verdict(score >= 1.0, "gym", extracted, gold, found)
 
 
 # -- prompts and generation --------------------------------------------------------------------------
@@ -246,21 +181,53 @@ def generate_completions(model, tokenizer, prompts: Sequence[list[int]], max_new
 
 
 # -- metrics -----------------------------------------------------------------------------------------
+# The 95% intervals every group reports, named in metrics.json's `ci_method`.
+CI_METHOD = {"accuracy": "wilson", "loss": "student-t"}
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.959963984540054) -> list[float] | None:
+    """The Wilson score interval (95% by default) for a binomial proportion `correct / n`; None for n = 0.
+    Unlike p ± z·se it stays inside [0, 1] and is not empty at 0 or n correct."""
+    if n == 0:
+        return None
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def mean_interval(values: Sequence[float], level: float = 0.95) -> list[float] | None:
+    """Student's t interval for the mean of `values`; None with fewer than 2."""
+    if len(values) < 2:
+        return None
+    from scipy.stats import t
+
+    mean, sd = float(np.mean(values)), float(np.std(values, ddof=1))
+    half = float(t.ppf((1 + level) / 2, len(values) - 1)) * sd / math.sqrt(len(values))
+    return [mean - half, mean + half]
+
+
 def summarize(rows: Sequence[dict]) -> dict:
-    """Loss and accuracy over a group of prediction rows."""
+    """Loss and accuracy over a group of prediction rows, each with its 95% interval (`CI_METHOD`)."""
     scored = [r for r in rows if r["loss"] is not None]
     tokens = sum(r["n_tokens"] for r in scored)
     judged = [r for r in rows if r["correct"] is not None]
     correct = sum(1 for r in judged if r["correct"])
+    scorers: dict[str, int] = {}
+    for r in judged:
+        scorers[r["scorer"]] = scorers.get(r["scorer"], 0) + 1
     return {
         "n": len(rows),
         "loss": float(np.mean([r["loss"] for r in scored])) if scored else None,
+        "loss_ci95": mean_interval([r["loss"] for r in scored]),
         "token_loss": sum(r["loss"] * r["n_tokens"] for r in scored) / tokens if tokens else None,
         "n_loss": len(scored),  # examples with a response token left after truncation
         # Over the examples with a gold answer (all of them in a make_math_pool test split).
         "accuracy": correct / len(judged) if judged else None,
+        "accuracy_ci95": wilson_interval(correct, len(judged)),
         "correct": correct if judged else None,
         "n_judged": len(judged),
+        "scorers": dict(sorted(scorers.items())),  # how many answers each rule graded
     }
 
 
@@ -293,6 +260,10 @@ def evaluate(
     pool = load_pool_as(data, data_config)
     examples = pool.examples[: config.limit] if config.limit is not None else pool.examples
     records = [pool.records[e.index].data for e in examples]
+    for example in examples:  # a misspelt rule fails now, not after the generation
+        record = pool.records[example.index]
+        if record.data.get("grading") is not None and record.data["grading"] not in RULES:
+            raise InputError(f"unknown grading {record.data['grading']!r}: one of {', '.join(RULES)}", data, record.line)
     tokenized = tokenize_examples(tok, examples, data_config.max_length, data_config.boundary)
     net = load_model(model_path, config.dtype, device)
 
@@ -325,7 +296,8 @@ def evaluate(
             "extracted": verdict.extracted if verdict else None,
             "gold": verdict.gold if verdict else None,
             "correct": verdict.correct if verdict else None,
-            "scorer": verdict.scorer if verdict else None,
+            "scorer": verdict.scorer if verdict else None,  # the rule that graded it (s2l.grading.RULES, or gym)
+            "found": verdict.found if verdict else None,  # where the answer was read: '####', 'boxed', 'letter', …
             "loss": None if math.isnan(loss) else float(loss),  # NaN: no response token left after truncation
             "n_tokens": int(n),
             "excluded": t.exclusion,
@@ -349,6 +321,7 @@ def evaluate(
     for r in rows:
         by_source.setdefault(r["source"] or "(none)", []).append(r)
     metrics["by_source"] = {source: summarize(group) for source, group in sorted(by_source.items())}
+    metrics["ci_method"] = CI_METHOD
     counts = exclusion_counts(tokenized)  # no_response_tokens, and empty_response etc. where there are any
     metrics["excluded"] = {"duplicates": len(pool.duplicates),
                            "no_response_tokens": counts.pop(NO_RESPONSE_TOKENS, 0), **counts,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from s2l.evaluation import extract_answer as _final_answer
+from s2l.grading import extract_answer as _final_answer
 
 
 def extract_answer(completion: str) -> str:
