@@ -242,6 +242,8 @@ def test_intervals():
     assert wilson_interval(0, 10) == pytest.approx([0.0, 0.2775], abs=1e-4)  # not empty at 0 correct
     assert wilson_interval(10, 10) == pytest.approx([0.7225, 1.0], abs=1e-4)
     assert wilson_interval(0, 0) is None
+    for n in range(1, 50):  # the ends at 0 and n correct are exact: the interval always holds p
+        assert wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0
     assert mean_interval([1.0, 2.0, 3.0]) == pytest.approx([2 - 4.3027 / 3 ** 0.5, 2 + 4.3027 / 3 ** 0.5], abs=1e-3)
     assert mean_interval([1.0]) is None
 

@@ -193,7 +193,8 @@ def wilson_interval(correct: int, n: int, z: float = 1.959963984540054) -> list[
     p = correct / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [max(0.0, centre - half), min(1.0, centre + half)]
+    # At 0 or n correct one end is p exactly; rounding would leave it a hair off (2.8e-17 for 0 of 6).
+    return [0.0 if correct == 0 else max(0.0, centre - half), 1.0 if correct == n else min(1.0, centre + half)]
 
 
 def mean_interval(values: Sequence[float], level: float = 0.95) -> list[float] | None:
