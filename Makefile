@@ -49,8 +49,13 @@ quickstart: $(STAMP)
 	@echo "  $(QS)/report/report.html       the report: pool, trajectories by cluster, LP, data map, selections (open it in a browser)"
 	@echo "  $(QS)/selection/s2l-30/        S2L's 30% subset: selected.jsonl ($$(wc -l < $(QS)/selection/s2l-30/selected.jsonl) examples), selected_ids.txt, scores.parquet, manifest.json"
 
+# Two test processes (pytest-xdist), each with half the cores: most of the suite's time is Python starting
+# subprocesses and importing torch, one core each. The proxy is prepared first so they do not both convert it.
+NPROC := $(shell nproc 2>/dev/null || echo 2)
+TEST_THREADS := $(shell echo $$(( $(NPROC) > 2 ? $(NPROC) / 2 : 1 )))
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/s2l models prepare smollm2-135m-instruct
+	OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -q -n 2
 
 # Every test that needs no model (tests/conftest.py marks the others `model`): about a minute.
 test-fast: $(TEST_STAMP)

@@ -76,7 +76,7 @@ def test_experiment_runs_every_cell_and_summarises(tiny_model_dir, pool_dir, tmp
 
 
 def test_a_killed_experiment_finishes_only_the_missing_cells(tiny_model_dir, pool_dir, tmp_path):
-    config = write_config(tmp_path, tiny_model_dir, pool_dir, methods=["random"], budgets=[0.25, 0.5, 0.75], seeds=[0],
+    config = write_config(tmp_path, tiny_model_dir, pool_dir, methods=["random"], budgets=[0.25, 0.5], seeds=[0],
                           target={"model": str(tiny_model_dir),
                                   "train": {"epochs": 1, "batch_size": 4, "learning_rate": 1e-3, "precision": "float32"}})
     out = tmp_path / "out"
@@ -94,7 +94,7 @@ def test_a_killed_experiment_finishes_only_the_missing_cells(tiny_model_dir, poo
     assert done.returncode == 0, done.stderr
     assert first.stat().st_mtime_ns == finished_at  # not recomputed
     rows = list(csv.DictReader(open(out / "results.csv")))
-    assert sorted(r["budget"] for r in rows) == ["0.25", "0.5", "0.75"]
+    assert sorted(r["budget"] for r in rows) == ["0.25", "0.5"]
 
 
 def test_bad_configs_are_clear_errors(tmp_path, pool_dir):
