@@ -48,12 +48,11 @@ except ImportError:  # run from a checkout without s2l installed: its source is 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from s2l.fileio import atomic_path, sha256_file
 
+# The math builder's file reading, errors and output bytes (this folder is on sys.path when run as a script).
+from make_real_math_pool import SourceError, jsonl_bytes, jsonl_rows  # noqa: E402
+
 PROG = "make_dolly_pool"
 DEFAULT_SOURCE = "dolly"
-
-
-class SourceError(Exception):
-    """The source file is missing or malformed; the message names the file (and line)."""
 
 
 def read_dolly(path: Path) -> tuple[list[dict], Counter]:
@@ -61,29 +60,19 @@ def read_dolly(path: Path) -> tuple[list[dict], Counter]:
     if not path.is_file():
         raise SourceError(f"missing source file {path}")
     rows, left_out = [], Counter()
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SourceError(f"{where}: not valid JSON ({exc.msg})") from None
-            if not isinstance(obj, dict):
-                raise SourceError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-            fields = {}
-            for name in ("instruction", "input", "output"):
-                value = obj.get(name, "" if name == "input" else None)
-                if not isinstance(value, str):
-                    raise SourceError(f"{where}: field {name!r} must be a string, got {value!r}")
-                fields[name] = value  # as published; only an empty one is left out
-            category = obj.get("category")
-            fields["source"] = category if isinstance(category, str) and category.strip() else DEFAULT_SOURCE
-            if not fields["instruction"].strip() or not fields["output"].strip():
-                left_out["empty_instruction_or_output"] += 1
-                continue
-            rows.append(fields)
+    for where, obj in jsonl_rows(path):
+        fields = {}
+        for name in ("instruction", "input", "output"):
+            value = obj.get(name, "" if name == "input" else None)
+            if not isinstance(value, str):
+                raise SourceError(f"{where}: field {name!r} must be a string, got {value!r}")
+            fields[name] = value  # as published; only an empty one is left out
+        category = obj.get("category")
+        fields["source"] = category if isinstance(category, str) and category.strip() else DEFAULT_SOURCE
+        if not fields["instruction"].strip() or not fields["output"].strip():
+            left_out["empty_instruction_or_output"] += 1
+            continue
+        rows.append(fields)
     return rows, left_out
 
 
@@ -125,10 +114,6 @@ def split(args, rows: list[dict], left_out: Counter) -> tuple[list[dict], list[d
     if size > len(rest):
         raise SourceError(f"--size {size}: only {len(rest)} rows are left for the pool after the test split")
     return [rows[i] for i in rest[:size]], [{**rows[i], "ood": False} for i in test]
-
-
-def jsonl_bytes(rows: list[dict]) -> bytes:
-    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

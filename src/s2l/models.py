@@ -261,19 +261,19 @@ def bf16_is_native(device: str) -> bool:
     return False
 
 
+def _auto(setting: str, value: str, device: str, bf16: str) -> str:
+    if value != "auto":
+        return value
+    chosen = bf16 if bf16_is_native(device) else "float32"
+    log.info(f"{setting} auto: {chosen} on {device}")
+    return chosen
+
+
 def resolve_precision(precision: str, device: str) -> str:
     """`auto` training precision: bf16-mixed where bfloat16 runs in hardware, float32 elsewhere."""
-    if precision != "auto":
-        return precision
-    chosen = "bf16-mixed" if bf16_is_native(device) else "float32"
-    log.info(f"precision auto: {chosen} on {device}")
-    return chosen
+    return _auto("precision", precision, device, "bf16-mixed")
 
 
 def resolve_dtype(dtype: str, device: str) -> str:
     """`auto` weight dtype for scoring: bf16 where bfloat16 runs in hardware, float32 elsewhere."""
-    if dtype != "auto":
-        return dtype
-    chosen = "bf16" if bf16_is_native(device) else "float32"
-    log.info(f"dtype auto: {chosen} on {device}")
-    return chosen
+    return _auto("dtype", dtype, device, "bf16")
