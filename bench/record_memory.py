@@ -93,19 +93,21 @@ def main(argv=None) -> dict:
         note("training step")
         return out
     fine_tuning.FineTuning.train_step = timed_step
-    score = record_module.score_examples
+    score = record_module.score_columns
     def timed_score(*a, **k):
         note("before scoring")
         out = score(*a, **k)
         note("scoring pass")
         return out
-    record_module.score_examples = timed_score
+    record_module.score_columns = timed_score
 
     work = Path(tempfile.mkdtemp(prefix="s2l-record-memory-"))
     pool = math_pool(work / "data", args.examples, test_size=5)
     options = dict(o.split("=", 1) for o in args.options)
-    config = RecordConfig(epochs=1, snapshots=args.snapshots, resume_state=False,
-                          **{k: parse_value(v) for k, v in options.items()})
+    # One epoch and no resume state unless --options says otherwise (resume_state=true: record's default,
+    # which writes weights and AdamW moments at every snapshot).
+    settings = {"epochs": 1, "snapshots": args.snapshots, "resume_state": False}
+    config = RecordConfig(**{**settings, **{k: parse_value(v) for k, v in options.items()}})
     started = time.perf_counter()
     record_module.record(pool, args.model, work / "run", config, score_config=ScoreConfig(dtype=args.score_dtype),
                          device="cpu", show_progress=False)

@@ -63,6 +63,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--micro-batch-size", type=int, default=8, help="the new default's micro-batch (default: 8)")
     p.add_argument("--old-batch-size", type=int, default=8, help="the Trainer's and the previous step's batch (default: 8)")
     p.add_argument("--precision", default=None, help="the new variant's precision (default: TrainConfig's)")
+    p.add_argument("--baseline-precision", default="bf16-mixed", choices=("bf16-mixed", "float32"),
+                   help="the Trainer's and the previous step's arithmetic (default: bf16-mixed, as before this work; "
+                        "float32 where the CPU has no bfloat16 hardware, whose emulation is ~100x slower)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="the new variant's compile_training (default: TrainConfig's)")
     p.add_argument("--chunked-loss", action=argparse.BooleanOptionalAction, default=None,
@@ -108,7 +111,8 @@ def configs(args):
     from s2l.config import TrainConfig
 
     previous = TrainConfig(epochs=1, batch_size=args.old_batch_size, micro_batch_size=args.old_batch_size,
-                           learning_rate=args.lr, precision="bf16-mixed", chunked_loss=False, compile_training=False)
+                           learning_rate=args.lr, precision=args.baseline_precision, chunked_loss=False,
+                           compile_training=False)
     new = {k: v for k, v in (("precision", args.precision), ("compile_training", args.compile),
                              ("chunked_loss", args.chunked_loss)) if v is not None}
     return previous, TrainConfig(epochs=1, batch_size=args.batch_size, micro_batch_size=args.micro_batch_size,
@@ -174,7 +178,8 @@ def trainer_seconds(model_path: str, tokenized, args, work: Path) -> float:
 
     training_args = TrainingArguments(
         output_dir=str(work / "trainer"), num_train_epochs=1, per_device_train_batch_size=args.old_batch_size,
-        learning_rate=args.lr, lr_scheduler_type="cosine", warmup_steps=0.03, max_grad_norm=1.0, bf16=True,
+        learning_rate=args.lr, lr_scheduler_type="cosine", warmup_steps=0.03, max_grad_norm=1.0,
+        bf16=args.baseline_precision == "bf16-mixed",
         use_cpu=True, save_strategy="no", report_to="none", disable_tqdm=True, logging_strategy="no",
         dataloader_num_workers=0, seed=0, remove_unused_columns=False)
     StepTimer.seconds = 0.0
@@ -338,25 +343,29 @@ def main(argv=None) -> dict:
         return emit(result, args.out_json)
 
     cpu = CpuShare()
-    peak = MatmulPeak([torch.bfloat16], [int(s) for s in args.peak_sizes.split(",")])
+    # The peak the shares are of: bf16 (the training arithmetic where the hardware has it), or float32 when
+    # everything measured trains in float32 (sampling an emulated bf16 peak alone would take minutes).
+    all_float32 = args.baseline_precision == "float32" and args.precision == "float32"
+    peak_dtype, peak_name = (torch.float32, "float32") if all_float32 else (torch.bfloat16, "bf16")
+    peak = MatmulPeak([peak_dtype], [int(s) for s in args.peak_sizes.split(",")])
     per_model = [bench_model(m, args, peak, work) for m in models]
     while min(peak.samples.values()) < args.peak_repeats:
         peak.sample()
-    peak_bf16 = max(peak.gflops(torch.bfloat16).values())
-    result = {"bench": "train_speed", "peak_bf16_gflops": round(peak_bf16, 1), "other_processes_cpu_share":
+    peak_gflops = max(peak.gflops(peak_dtype).values())
+    result = {"bench": "train_speed", f"peak_{peak_name}_gflops": round(peak_gflops, 1), "other_processes_cpu_share":
               cpu.others(), "threads": torch.get_num_threads(), "models": per_model}
-    print(f"\nbf16 matmul peak in this process: {peak_bf16:.0f} GFLOP/s; other processes took "
+    print(f"\n{peak_name} matmul peak in this process: {peak_gflops:.0f} GFLOP/s; other processes took "
           f"{(cpu.others() or 0):.0%} of the CPUs meanwhile")
     for m in per_model:
         short = SHORT.get(m["model"], Path(m["model"]).name)
         rates = m["tokens_per_second"]
         for v, rate in rates.items():
-            share = m["gflops"][v] / peak_bf16
-            print(f"  {short:<8} {v:<8} {rate:7.0f} tok/s  {m['gflops'][v]:6.0f} GFLOP/s  {share:6.1%} of bf16 peak  "
-                  f"peak RSS {m['peak_rss_gib'][v]:.2f} GiB")
-            result[f"mfu_bf16_train_{short}_{v}"] = round(share, 4)
+            share = m["gflops"][v] / peak_gflops
+            print(f"  {short:<8} {v:<8} {rate:7.0f} tok/s  {m['gflops'][v]:6.0f} GFLOP/s  {share:6.1%} of {peak_name} "
+                  f"peak  peak RSS {m['peak_rss_gib'][v]:.2f} GiB")
+            result[f"mfu_{peak_name}_train_{short}_{v}"] = round(share, 4)
         if "new" in rates:
-            result[f"mfu_bf16_train_{short}"] = round(m["gflops"]["new"] / peak_bf16, 4)
+            result[f"mfu_{peak_name}_train_{short}"] = round(m["gflops"]["new"] / peak_gflops, 4)
             for base in ("previous", "trainer"):
                 if base in rates:
                     result[f"speedup_vs_{base}_{short}"] = round(rates["new"] / rates[base], 3)
