@@ -486,7 +486,7 @@ def test_a_run_resumes_only_with_the_mapping_it_was_recorded_with(tmp_path):
     store = TrajectoryStore(tmp_path / "run")
     manifest = {"kind": "record", "dataset_fingerprint": "f", "format": "alpaca", "fields": {"instruction": "question"}}
     store.open_or_create(manifest)
-    with pytest.raises(InputError, match=r"different settings \(fields\)"):
+    with pytest.raises(InputError, match=r"different settings \(fields\.instruction\)"):  # the one field named
         store.open_or_create({**manifest, "fields": {}})
     store.open_or_create(dict(manifest))  # the same mapping resumes
     old = TrajectoryStore(tmp_path / "old")  # a store from before --field: no mapping

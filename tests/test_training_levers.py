@@ -102,3 +102,19 @@ def test_the_scoring_copy_is_the_deep_copy_cast_without_a_float32_duplicate(tiny
     for name in got:
         assert got[name].dtype == expected[name].dtype and torch.equal(got[name], expected[name]), name
     assert not {p.data_ptr() for p in ours.parameters()} & {p.data_ptr() for p in model.parameters()}
+
+
+def test_a_store_recorded_without_the_chunked_loss_names_it_when_resumed_with_the_default(tiny_model_dir, math_pool,
+                                                                                        tmp_path):
+    """chunked_loss became the default; a store from before has no such key, and resuming it under the new
+    default is refused naming the one setting (not all of `training`), so --no-chunked-loss is the fix."""
+    from s2l.config import RecordConfig
+    from s2l.trajectories.record import record
+
+    settings = dict(epochs=1, snapshots=1, batch_size=8, learning_rate=1e-3, precision="float32")
+    assert RecordConfig().chunked_loss is True
+    old = record(math_pool, str(tiny_model_dir), tmp_path / "run", RecordConfig(**settings, chunked_loss=False),
+                 show_progress=False)
+    assert "chunked_loss" not in old.manifest["training"]  # as stores recorded before the option
+    with pytest.raises(InputError, match=r"different settings \(training\.chunked_loss\)"):
+        record(math_pool, str(tiny_model_dir), tmp_path / "run", RecordConfig(**settings), show_progress=False)

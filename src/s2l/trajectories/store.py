@@ -38,6 +38,13 @@ IDENTITY_DEFAULTS = {"compiled": False, "ifd": False, "boundary": "characters", 
 MEASURES = {"top1_prob": "confidence", "loss_alone": "loss_alone"}
 
 
+def _differing(name: str, old: Any, new: Any) -> list[str]:
+    """The settings two identity values differ in: `training.chunked_loss` rather than all of `training`."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [f"{name}.{k}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)] or [name]
+    return [name]
+
+
 class TrajectoryStore:
     def __init__(self, root: str | Path):
         self.root = as_path(root)  # a local folder, or an fsspec URL (s3://bucket/run, …) given as a string
@@ -64,7 +71,8 @@ class TrajectoryStore:
         if self.manifest_path.exists():
             existing = self.manifest
             setting = lambda m, k: m.get(k, IDENTITY_DEFAULTS.get(k))  # noqa: E731
-            differ = [k for k in IDENTITY_KEYS if setting(existing, k) != setting(manifest, k)]
+            differ = [name for k in IDENTITY_KEYS if setting(existing, k) != setting(manifest, k)
+                      for name in _differing(k, setting(existing, k), setting(manifest, k))]
             if differ:
                 raise InputError(
                     "this run directory was made with different settings (" + ", ".join(differ) +
