@@ -59,7 +59,7 @@ def test_record_with_fsdp_killed_and_resumed_gives_the_one_process_store(tiny_mo
     resumed from it."""
     from s2l.trajectories.record import RecordConfig, ScoreConfig, record
 
-    settings = {**FAST, "batch_size": 3}
+    settings = {**FAST, "epochs": 1, "snapshots": 2, "batch_size": 3}  # 14 steps, a saved state at step 7
     one = record(math_pool, str(tiny_model_dir), tmp_path / "one", RecordConfig(**settings),
                  score_config=ScoreConfig(shard_size=16), show_progress=False)
     assert one.manifest["training"]["trained_examples"] % 3 == 1
