@@ -100,7 +100,7 @@ def test_lm_eval_end_to_end(tiny_model_dir, test_split, tmp_path):
         limit=4, gen_kwargs={"max_gen_toks": 32}, bootstrap_iters=0, log_samples=True)
 
     results = out["results"]
-    assert 0.0 <= results["s2l_math"]["exact_match,extract"] <= 1.0
+    assert 0.0 <= results["s2l_math"]["exact_match,none"] <= 1.0
     assert results["s2l_math_loss"]["nll,none"] > 0
     assert results["s2l_math_loss"]["bits_per_byte,none"] > 0
     assert 0.0 <= results["s2l_math_loss"]["greedy,none"] <= 1.0
@@ -139,4 +139,27 @@ def test_gold_outputs_score_full_marks(test_split, tmp_path):
     folder = write_task(test_split, tmp_path / "task")
     out = lm_eval.simple_evaluate(model=Oracle(), tasks=["s2l_math"], bootstrap_iters=0,
                                   task_manager=TaskManager(include_path=str(folder), include_defaults=False))
-    assert out["results"]["s2l_math"]["exact_match,extract"] == 1.0
+    assert out["results"]["s2l_math"]["exact_match,none"] == 1.0
+
+
+def test_the_task_grades_each_row_by_its_sets_rule(tmp_path):
+    """The lm-eval task scores as `s2l evaluate` does: MATH's boxed answer after normalisation, GSM8K's
+    `####` line, an option letter; not the exact match of a last number."""
+    from s2l.lm_eval_tasks.utils import process_results, read_rows
+
+    rows = [
+        {"instruction": "Half of one?", "output": "So it is $\\boxed{\\dfrac{1}{2}}$.", "source": "math"},
+        {"instruction": "Twice 36?", "output": "2 * 36 = 72\n#### 72"},
+        {"instruction": "Pick one.", "output": "It is C.\n#### C", "answer": "C", "grading": "choice",
+         "options": {"A": "21", "B": "22", "C": "23"}},
+    ]
+    path = tmp_path / "test.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    docs = read_rows(path)
+    assert [(d["rule"], d["answer"]) for d in docs] == [("boxed", "\\dfrac{1}{2}"), ("gsm8k", "72"), ("choice", "C")]
+    score = lambda doc, text: process_results(doc, [text])["exact_match"]  # noqa: E731
+    assert score(docs[0], "The answer is $\\boxed{0.5}$") == 1.0
+    assert score(docs[0], "$\\boxed{\\frac{1}{3}}$") == 0.0
+    assert score(docs[1], "36 + 36 = 72\n#### 72") == 1.0 and score(docs[1], "#### 73") == 0.0
+    assert score(docs[2], "The answer is (C)") == 1.0 and score(docs[2], "23") == 1.0  # the letter or its value
+    assert score(docs[2], "The answer is (A)") == 0.0

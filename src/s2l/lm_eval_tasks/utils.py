@@ -8,9 +8,11 @@ exactly what training taught it to answer.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+from s2l.grading import RULES, row_gold, row_options, row_rule
 from s2l.grading import extract_answer as _final_answer
 
 
@@ -25,10 +27,20 @@ def extract_answers(resps: list[list[str]], docs: list[dict]) -> list[list[str]]
     return [[extract_answer(text) for text in generations] for generations in resps]
 
 
-def read_rows(test_file: str | Path, template: str | None = "alpaca") -> list[dict[str, Any]]:
-    """The test split as the tasks' documents: the training prompt, the gold output and normalised answer.
+def process_results(doc: dict, results: list[str]) -> dict[str, float]:
+    """lm-eval `process_results`: the completion graded by the row's rule, as `s2l evaluate` grades it
+    (`s2l.grading`: GSM8K's `####`, MATH's last `\\boxed{}`, an option letter, a number within tolerance)."""
+    options = json.loads(doc["options"]) if doc.get("options") else None
+    verdict = RULES[doc["rule"]].grade(results[0], doc["answer"], options)
+    return {"exact_match": float(bool(verdict.correct))}
 
-    `answer` comes from the record's `answer` field, else from the gold output's "####" line.
+
+def read_rows(test_file: str | Path, template: str | None = "alpaca") -> list[dict[str, Any]]:
+    """The test split as the tasks' documents: the training prompt, the gold output, the gold answer and the
+    rule that grades it (the row's `grading`, else from its source or gold, as `s2l evaluate` decides).
+
+    `answer` comes from the record's own gold field (`answer`, …), read as the rule reads a solution where it
+    is one, else from the gold output.
     """
     from s2l.data.formats import PromptTemplate, resolve_format, to_example
     from s2l.data.readers import read_records
@@ -44,8 +56,11 @@ def read_rows(test_file: str | Path, template: str | None = "alpaca") -> list[di
     rows = []
     for record in records:
         example = to_example(path, record, fmt, str(record.index), prompt_template)
-        answer = record.data.get("answer")
-        answer = (extract_answer(str(answer)) or str(answer).strip()) if answer is not None else extract_answer(example.response)
+        rule = row_rule(record.data, example.response)
+        options = row_options(record.data)
+        gold, is_solution = row_gold(record.data, example.response)
+        answer = RULES[rule].solution(gold, options) if gold is not None and is_solution else gold
+        answer = answer.strip() if answer else None
         if not answer:
             raise InputError("no gold answer: the record has no 'answer' field and its output has no number "
                              "after ####, in a \\boxed{} or at the end", path, record.line)
@@ -54,6 +69,8 @@ def read_rows(test_file: str | Path, template: str | None = "alpaca") -> list[di
             "prompt": example.prompt,
             "output": example.response,
             "answer": answer,
+            "rule": rule,
+            "options": json.dumps(options) if options else "",  # one type for every row (a datasets column)
             "source": example.source or "",
             "task": str(record.data.get("task") or ""),
             "ood": bool(record.data.get("ood", False)),
