@@ -23,19 +23,13 @@ The last line of stdout is one JSON object.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-warnings.filterwarnings("ignore")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from common import emit, math_pool  # noqa: E402
+from common import emit, math_pool
 
 
 def parse_args(argv=None) -> argparse.Namespace:

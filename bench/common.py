@@ -1,5 +1,6 @@
 """What the bench scripts share: a generated example pool, the matmul peak measured in the same process, other
-processes' CPU share, and the closing JSON line."""
+processes' CPU share, and the closing JSON line. Importing it quiets the libraries' chatter and warnings (set
+before any bench imports transformers), so the figures are what a bench prints."""
 
 from __future__ import annotations
 
@@ -8,9 +9,16 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
-import torch
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+warnings.filterwarnings("ignore")
+
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

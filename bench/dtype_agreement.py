@@ -16,19 +16,13 @@ The last line of stdout is one JSON object.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
-import warnings
 from pathlib import Path
 
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-warnings.filterwarnings("ignore")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from common import emit, math_pool  # noqa: E402
-from capture_speed import selection_agreement  # noqa: E402
+from common import emit, math_pool
+from capture_speed import selection_agreement
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -20,35 +20,15 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import time
 
 import numpy as np
 
-from common import emit
+from common import CpuShare, emit
 from select_speed import synthetic_trajectories
 
 BUSY_SHARE = 0.05
-
-
-def cpu_ticks():
-    """(all processes' busy CPU seconds, ours, wall) now; None where /proc/stat is missing."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)
-    return busy / os.sysconf("SC_CLK_TCK"), time.process_time(), time.perf_counter()
-
-
-def others_share(start) -> float | None:
-    end = cpu_ticks()
-    if start is None or end is None:
-        return None
-    busy, ours, wall = (b - a for a, b in zip(start, end))
-    return max(0.0, (busy - ours) / (wall * (os.cpu_count() or 1)))
 
 
 def dense_seconds_per_step(z: np.ndarray, k: int, epsilon: float, steps: int, seed: int = 0) -> float:
@@ -100,7 +80,7 @@ def main() -> None:
 
     t = synthetic_trajectories(args.n, args.snapshots, args.sources)
     k = max(1, math.floor(args.budget * args.n + 0.5))
-    load = cpu_ticks()
+    load = CpuShare()
 
     started, cpu = time.perf_counter(), time.process_time()
     fl = make_selector("facility-location", epsilon=args.epsilon, seed=0).fit(t)
@@ -120,7 +100,7 @@ def main() -> None:
     s2l.select(k)
     s2l_seconds = time.perf_counter() - started
     print(f"s2l: {s2l_seconds:.1f} s", file=sys.stderr)
-    others = others_share(load)
+    others = load.others()
 
     random_rows = np.random.default_rng(0).choice(args.n, size=k, replace=False)
     coverage = {"facility_location": round(fl.coverage_, 4),

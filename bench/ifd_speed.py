@@ -19,20 +19,14 @@ that keeping the top-1 probability leaves the losses bit for bit. The last line 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-warnings.filterwarnings("ignore")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from common import emit, math_pool  # noqa: E402
+from common import emit, math_pool
 
 
 def parse_args(argv=None) -> argparse.Namespace:

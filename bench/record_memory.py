@@ -16,14 +16,9 @@ import os
 import tempfile
 import threading
 import time
-import warnings
 from pathlib import Path
 
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-warnings.filterwarnings("ignore")
-
-from common import emit, math_pool  # noqa: E402
+from common import emit, math_pool
 
 
 def rss_gib(field: str = "VmRSS") -> float:

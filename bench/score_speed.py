@@ -40,19 +40,12 @@ import os
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-warnings.filterwarnings("ignore")
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from common import CpuShare, MatmulPeak, emit, math_pool  # noqa: E402
+from common import CpuShare, MatmulPeak, emit, math_pool
 AGREEMENT_TOLERANCE = 1e-4
 BUSY_SHARE = 0.05  # other processes' share of the CPUs above which the figures are flagged
 WARMUP_REFERENCE = 4  # examples in the reference loop's warm-up pass

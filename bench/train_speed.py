@@ -34,22 +34,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-warnings.filterwarnings("ignore")
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from common import CpuShare, MatmulPeak, emit, math_pool  # noqa: E402
+from common import CpuShare, MatmulPeak, emit, math_pool
 
 SHORT = {"smollm2-135m-instruct": "smollm2", "gemma-3-270m": "gemma"}
 
