@@ -89,6 +89,7 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -255,28 +256,17 @@ def read_gsm8k(paths: list[Path], source: str) -> SourceRows:
     return out
 
 
-def read_math(paths: list[Path], source: str) -> SourceRows:
-    """MATH (Hendrycks et al.): the solution as published; the answer is its last \\boxed{}."""
+def read_math(paths: list[Path], source: str, answer_field: str | None = None) -> SourceRows:
+    """MATH (Hendrycks et al.): the solution as published; the answer is its last \\boxed{}, or the published
+    `answer_field` where the set has one (MATH-500's ``answer``)."""
     out = SourceRows()
     for path in paths:
         for where, obj in jsonl_rows(path):
             problem = text_field(obj, "problem", where)
             solution = text_field(obj, "solution", where)
-            answer = last_boxed(solution)
+            answer = text_field(obj, answer_field, where) if answer_field else last_boxed(solution)
             if answer is None:
                 raise SourceError(f"{where}: the solution has no \\boxed{{...}} answer")
-            out.problems.append(Problem(source, problem, problem, solution, answer, "boxed"))
-    return out
-
-
-def read_math500(paths: list[Path], source: str) -> SourceRows:
-    """MATH-500: like MATH, but the published ``answer`` field is the gold answer."""
-    out = SourceRows()
-    for path in paths:
-        for where, obj in jsonl_rows(path):
-            problem = text_field(obj, "problem", where)
-            solution = text_field(obj, "solution", where)
-            answer = text_field(obj, "answer", where)
             out.problems.append(Problem(source, problem, problem, solution, answer, "boxed"))
     return out
 
@@ -457,7 +447,7 @@ POOL_SOURCES: dict[str, tuple[tuple[str, ...], Callable[[list[Path], str], Sourc
 }
 OOD_SETS: dict[str, tuple[tuple[str, ...], Callable[[list[Path], str], SourceRows]]] = {
     "gsm8k_test": (("gsm8k_test.jsonl",), read_gsm8k),
-    "math500": (("math500.jsonl",), read_math500),
+    "math500": (("math500.jsonl",), functools.partial(read_math, answer_field="answer")),
     "svamp": (("svamp.jsonl",), read_svamp),
     "gsm_hard": (("gsm_hard.jsonl",), read_answer_only("input", "target")),
 }
