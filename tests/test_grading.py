@@ -20,6 +20,7 @@ from s2l.grading import (
     RULES,
     Verdict,
     boxed_equal,
+    extract_answer,
     grade,
     grade_row,
     infer_rule,
@@ -517,3 +518,21 @@ def test_every_gold_answer_grades_as_correct_against_its_own_solution():
                 f"{v.extracted!r} vs {v.gold!r} in …{c[-80:]!r}" for c, v in missed[:10]))
     print("\n".join(report))
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("completion, answer", [
+    ("8 + 5 = 13\n#### 13", "13"),
+    ("4 - -7 = 11\n11 - -5 = 16\n-(16) = -16\n#### -16", "-16"),
+    ("Split 19 into 10 + 9.\n#### 1,653", "1653"),
+    ("#### 13\n#### 14, since 15 > 14", "14"),  # the first number after the last ####
+    ("the answer is 7.", "7"),  # no ####: the last number
+    ("so 2 + 3 = 5 and then 12-7", "7"),  # a minus after a digit is an operator, not a sign
+    ("x = (-3)", "-3"),
+    ("total: 2.50", "2.5"),
+    ("#### 4.0", "4"),
+    ("#### no number here, but 9 before", "no number here, but 9 before"),  # text after #### is the answer
+    ("#### ", None),  # nothing after the last ####, nor a number anywhere
+    ("::::", None),
+])
+def test_extract_answer_finds_the_final_answer(completion, answer):
+    assert extract_answer(completion) == answer

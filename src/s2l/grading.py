@@ -37,6 +37,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 # -- numbers ---------------------------------------------------------------------------------------
 # A number: thousands groups ("1,234") or plain digits, an optional decimal part. A sign counts only
@@ -716,11 +717,20 @@ def row_rule(record: dict, reference: str | None = None) -> str:
     return infer_rule(gold, reference, record.get("source"), row_options(record))
 
 
-def grade_row(completion: str, record: dict, reference: str | None = None) -> Verdict:
-    """Grade a completion against a test row as read: its rule (`row_rule`), gold (`row_gold`) and options."""
-    rule = row_rule(record, reference)
+def row_answer(record: dict, reference: str | None = None) -> tuple[str, str | None, Any]:
+    """A test row's rule (`row_rule`), its bare gold answer (`row_gold`, read as the rule reads a solution
+    where it is one; None: no gold) and its options."""
+    rule, options = row_rule(record, reference), row_options(record)
     gold, is_solution = row_gold(record, reference)
-    return _grade(completion, gold, is_solution, rule, row_options(record))
+    if gold is not None and is_solution:
+        gold = RULES[rule].solution(gold, options)
+    return rule, gold, options
+
+
+def grade_row(completion: str, record: dict, reference: str | None = None) -> Verdict:
+    """Grade a completion against a test row as read: its rule, gold answer and options (`row_answer`)."""
+    rule, gold, options = row_answer(record, reference)
+    return _grade(completion, gold, False, rule, options)
 
 
 def grade(completion: str, gold: str, rule: str, options=None) -> Verdict:

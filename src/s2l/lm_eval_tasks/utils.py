@@ -12,19 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from s2l.grading import RULES, row_gold, row_options, row_rule
-from s2l.grading import extract_answer as _final_answer
-
-
-def extract_answer(completion: str) -> str:
-    """The final answer in a completion, found and normalised exactly as `s2l evaluate` does
-    (after the last "####", else the last \\boxed{}, else the last number); "" when there is none."""
-    return _final_answer(completion) or ""
-
-
-def extract_answers(resps: list[list[str]], docs: list[dict]) -> list[list[str]]:
-    """lm-eval custom filter: the extracted answer of every generation of every document."""
-    return [[extract_answer(text) for text in generations] for generations in resps]
+from s2l.grading import RULES, row_answer
 
 
 def process_results(doc: dict, results: list[str]) -> dict[str, float]:
@@ -56,10 +44,7 @@ def read_rows(test_file: str | Path, template: str | None = "alpaca") -> list[di
     rows = []
     for record in records:
         example = to_example(path, record, fmt, str(record.index), prompt_template)
-        rule = row_rule(record.data, example.response)
-        options = row_options(record.data)
-        gold, is_solution = row_gold(record.data, example.response)
-        answer = RULES[rule].solution(gold, options) if gold is not None and is_solution else gold
+        rule, answer, options = row_answer(record.data, example.response)
         answer = answer.strip() if answer else None
         if not answer:
             raise InputError("no gold answer: the record has no 'answer' field and its output has no number "
