@@ -569,10 +569,11 @@ def split_sources(args, pool: dict[str, SourceRows]) -> tuple[dict[str, list[Pro
     for name, rows in pool.items():
         problems = list(rows.problems)
         random.Random(derive_seed(args.seed, name, "shuffle")).shuffle(problems)
-        if len(problems) <= args.test_per_source:
-            raise SourceError(f"{name}: only {len(problems)} rows after de-duplication; --test-per-source "
-                              f"{args.test_per_source} would leave none for the pool")
-        tests[name], rests[name] = problems[: args.test_per_source], problems[args.test_per_source:]
+        k = args.test_size_for.get(name, args.test_per_source)
+        if len(problems) <= k:
+            raise SourceError(f"{name}: only {len(problems)} rows after de-duplication; {k} in-domain test rows "
+                              "would leave none for the pool")
+        tests[name], rests[name] = problems[:k], problems[k:]
     weights = {name: min(len(rest), args.max_per_source or len(rest)) for name, rest in rests.items()}
     size = sum(weights.values()) if args.size is None else args.size
     if size > sum(weights.values()):
@@ -632,6 +633,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="cap the largest sources: count none as more than M rows when sharing out --size")
     parser.add_argument("--test-per-source", type=int, default=100, metavar="K",
                         help="in-domain test rows per pool source (default: 100)")
+    parser.add_argument("--test-size-for", action="append", default=[], metavar="SOURCE=K",
+                        help="in-domain test rows of one source instead of --test-per-source; repeatable "
+                        "(e.g. --test-size-for mawps=200: a larger set to grade accuracy on)")
     parser.add_argument("--ood-limit", type=int, default=0, metavar="N",
                         help="at most N rows per out-of-domain set, a seeded sample (default: 0, all); the pool "
                         "is de-duplicated against every row either way")
@@ -648,6 +652,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--size must be at least 1")
     if args.max_per_source is not None and args.max_per_source < 1:
         parser.error("--max-per-source must be at least 1")
+    sizes = {}
+    for item in args.test_size_for:
+        name, _, k = item.partition("=")
+        if name not in args.sources or not k.isdigit():
+            parser.error(f"--test-size-for {item!r}: give SOURCE=K with a pool source and a whole number")
+        sizes[name] = int(k)
+    args.test_size_for = dict(sorted(sizes.items()))
     if args.test_per_source < 0 or args.ood_limit < 0:
         parser.error("--test-per-source and --ood-limit must be 0 or more")
     if not 0 < args.variant_threshold <= 1:

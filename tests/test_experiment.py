@@ -53,26 +53,60 @@ def pool_dir(tmp_path_factory) -> Path:
 
 
 def test_experiment_runs_every_cell_and_summarises(tiny_model_dir, pool_dir, tmp_path):
-    config = write_config(tmp_path, tiny_model_dir, pool_dir)
+    # Two test sets from one file: loss alone on every row, and generation on one source's rows only.
+    source = json.loads(open(pool_dir / "test.jsonl").readline())["source"]
+    data = {"pool": str(pool_dir / "pool.jsonl"),
+            "tests": {"heldout": {"path": str(pool_dir / "test.jsonl"), "generate": False},
+                      "one_source": {"path": str(pool_dir / "test.jsonl"), "sources": [source], "max_new_tokens": 3}}}
+    config = write_config(tmp_path, tiny_model_dir, pool_dir, data=data)
     out = tmp_path / "out"
     result = runner.invoke(app, ["experiment", str(config), "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(open(out / "results.csv")))
-    keys = {(r["label"], r["budget"], r["seed"]) for r in rows}
-    assert keys == {("full", "all", "0"), ("random", "0.5", "0"), ("random", "0.5", "1"), ("s2l", "0.5", "0"),
-                    ("s2l-pooled", "0.5", "0")}
+    cells = {("full", "all", "0"), ("random", "0.5", "0"), ("random", "0.5", "1"), ("s2l", "0.5", "0"),
+             ("s2l-pooled", "0.5", "0")}
+    assert {(r["label"], r["budget"], r["seed"], r["test"]) for r in rows} == {
+        (*cell, test) for cell in cells for test in ("all", "heldout", "one_source")}
+    n_source = sum(1 for line in open(pool_dir / "test.jsonl") if json.loads(line)["source"] == source)
     for row in rows:
-        assert float(row["loss"]) > 0 and 0.0 <= float(row["accuracy"]) <= 1.0
-        assert int(row["n_train"]) == (16 if row["label"] == "full" else 8)
+        assert float(row["loss"]) > 0 and int(row["n_train"]) == (16 if row["label"] == "full" else 8)
+        assert int(row["n_loss"]) == {"heldout": 5, "one_source": n_source, "all": 5 + n_source}[row["test"]]
+        # Accuracy only where the set generates; `all` pools the judged items there are.
+        assert (row["accuracy"] == "") == (row["test"] == "heldout")
+    summary = list(csv.DictReader(open(out / "summary.csv")))
+    s2l = next(s for s in summary if s["label"] == "s2l" and s["test"] == "heldout" and s["metric"] == "loss")
+    assert float(s2l["low"]) <= float(s2l["value"]) <= float(s2l["high"])
+    assert float(s2l["vs_random_low"]) <= float(s2l["vs_random"]) <= float(s2l["vs_random_high"])
+    assert s2l["vs_random_verdict"] in ("win", "loss", "no difference") and s2l["vs_full_verdict"]
+    assert s2l["random_equivalent"] != ""  # random at 0.5 and the full pool make a curve
     md = (out / "results.md").read_text()
-    assert "| random | 0.5 | 2 |" in md and "±" in md and "| full | all | 1 |" in md
+    assert "## loss: heldout (5 items)" in md and "| random | 0.5 | 2 | 8 |" in md and "## Cost" in md
+    assert "Proxy → target rank agreement" in md
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     transfer = json.loads((out / "transfer.json").read_text())
     assert transfer["examples"] == 16 and -1.0 <= transfer["final_loss_spearman"] <= 1.0
-    # Models are deleted once evaluated; selections and metrics stay.
+    # Models are deleted once evaluated; selections, metrics and each set's predictions stay.
     cell = out / "cells" / "s2l" / "b0.5-s0"
     assert (cell / "selection" / "manifest.json").is_file() and (cell / "metrics.json").is_file()
+    assert (cell / "eval" / "one_source" / "predictions.jsonl").is_file()
     assert not (cell / "model").exists()
+    # --analyze rewrites the same results from the finished cells, running nothing.
+    before = {name: (out / name).read_bytes() for name in ("results.csv", "summary.csv", "results.md")}
+    for name in before:
+        (out / name).unlink()
+    result = runner.invoke(app, ["experiment", str(config), "--out", str(out), "--no-progress", "--analyze"])
+    assert result.exit_code == 0, result.output
+    assert {name: (out / name).read_bytes() for name in before} == before
+
+
+def test_cells_run_in_waves_of_seeds(tmp_path, pool_dir):
+    config = ExperimentConfig.load(write_config(
+        tmp_path, tmp_path / "model", pool_dir, budgets=[0.3, 0.1],
+        methods=["full", {"name": "random", "budgets": [0.1, 0.3, 0.5]}, "s2l"],
+        seeds={"default": [0], "random": [0, 1], "s2l": [5, 6]}))
+    assert [c.key for c in config.cells()] == [
+        "full/all-s0", "random/b0.1-s0", "s2l/b0.1-s5", "random/b0.3-s0", "s2l/b0.3-s5", "random/b0.5-s0",
+        "random/b0.1-s1", "s2l/b0.1-s6", "random/b0.3-s1", "s2l/b0.3-s6", "random/b0.5-s1"]
 
 
 def test_a_killed_experiment_finishes_only_the_missing_cells(tiny_model_dir, pool_dir, tmp_path):
@@ -109,6 +143,12 @@ def test_bad_configs_are_clear_errors(tmp_path, pool_dir):
         ExperimentConfig.load(write_config(tmp_path, model, pool_dir, budgets=[0]))
     with pytest.raises(InputError, match="labels repeat"):
         ExperimentConfig.load(write_config(tmp_path, model, pool_dir, methods=["s2l", "s2l"]))
+    with pytest.raises(InputError, match="unknown keys seeds"):
+        ExperimentConfig.load(write_config(tmp_path, model, pool_dir, methods=[{"name": "s2l", "seeds": [1]}]))
+    tests = {"pool": str(pool_dir / "pool.jsonl"), "tests": {"a": {"path": "t.jsonl", "max_new_token": 3}}}
+    with pytest.raises(InputError, match="unknown settings max_new_token") as e:
+        ExperimentConfig.load(write_config(tmp_path, model, pool_dir, data=tests)).test_sets()
+    assert e.value.parameter == "data.tests.a"
     result = runner.invoke(app, ["experiment", str(tmp_path / "missing.yaml")])
     assert result.exit_code == 2 and "no such config file" in result.output
 

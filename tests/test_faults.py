@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -128,6 +129,8 @@ def experiment_outputs(out: Path) -> dict:
         text = path.read_text(errors="replace").replace(str(out), "OUT")  # metrics name the model folder
         if path.suffix == ".json":
             files[name] = _without_timings(json.loads(text))
+        elif path.name == "results.md":  # its cost section is timings
+            files[name] = re.sub(r"## Cost\n.*?(?=\n## |\Z)", "", text, flags=re.S)
         elif path.name == "results.csv":
             rows = list(csv.DictReader(io.StringIO(text)))
             files[name] = [_without_timings(r) for r in rows]

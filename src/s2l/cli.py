@@ -582,18 +582,21 @@ def experiment(
     config: Path = typer.Argument(..., help="The experiment's YAML file (see bench/quality/cpu.yaml)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: the config's `out`, else runs/NAME)."),
     device: Optional[str] = DEVICE, no_progress: bool = NO_PROGRESS,
+    analyze: bool = typer.Option(False, "--analyze", help="Only rewrite the results from the cells finished so far."),
 ):
     """Record trajectories once, then select, train and evaluate the target for every method, budget and seed.
 
     Resumable: run the same command again after an interruption and finished steps are skipped.
-    Writes OUT/results.csv (one row per cell), OUT/results.md (mean ± std over seeds, the full pool as the
-    reference) and OUT/results.png.
+    Writes OUT/results.csv (one row per cell and test set), OUT/summary.csv and OUT/results.md (each method
+    against random at its budget and against the full pool, with 95% paired bootstrap intervals over test
+    items and seeds, the random-equivalent fraction and the cost side) and OUT/results.png.
 
     [bold]Example[/]: s2l experiment bench/quality/cpu.yaml
     """
     from s2l.experiment import Experiment, ExperimentConfig
 
-    Experiment(ExperimentConfig.load(config, out), device=device, show_progress=not no_progress).run()
+    runner = Experiment(ExperimentConfig.load(config, out), device=device, show_progress=not no_progress)
+    runner.analyze() if analyze else runner.run()
 
 
 def main() -> None:

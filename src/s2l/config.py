@@ -317,6 +317,17 @@ class MethodSpec:
     name: str
     label: str
     params: dict[str, Any] = field(default_factory=dict)
+    budgets: list[float | int] | None = None  # this method's budgets instead of the experiment's
+
+
+@dataclass
+class TestSet:
+    """One test file of an experiment, every cell evaluated on it (loss, and accuracy when it generates)."""
+
+    name: str
+    path: Path
+    sources: list[str] | None = None  # only the rows of these sources (one file can hold several sets)
+    settings: dict[str, Any] = field(default_factory=dict)  # `evaluate` settings for this set only
 
 
 @dataclass
@@ -393,15 +404,21 @@ class ExperimentConfig:
         value = Path(value)
         return value if value.is_absolute() else self.root / value
 
+    def seeds_of(self, method: MethodSpec) -> list[int]:
+        return self.seeds.get(method.label, self.seeds.get(method.name, self.seeds["default"]))
+
     def cells(self) -> list[Cell]:
-        cells = []
-        for method in self.methods:
-            seeds = self.seeds.get(method.label, self.seeds.get(method.name, self.seeds["default"]))
-            if method.name == FULL:
-                cells += [Cell(method, None, s) for s in seeds]
-            else:
-                cells += [Cell(method, b, s) for b in self.budgets for s in seeds]
-        return cells
+        """Every (method, budget, seed), in waves: each method's first seed (the full pool, then the budgets
+        in increasing order, methods as listed), then each method's second seed, and so on. An interrupted
+        run has a complete single-seed picture first; later seeds add the spread."""
+        waves: dict[int, list[Cell]] = {}
+        for order, method in enumerate(self.methods):
+            budgets = [None] if method.name == FULL else (method.budgets or self.budgets)
+            for rank, seed in enumerate(self.seeds_of(method)):
+                for budget in budgets:
+                    waves.setdefault(rank, []).append(Cell(method, budget, seed))
+        key = lambda cell: (-1.0 if cell.budget is None else float(cell.budget), self.methods.index(cell.method))
+        return [cell for rank in sorted(waves) for cell in sorted(waves[rank], key=key)]
 
     # Each stage's settings, built (and so checked) from the YAML sections.
     def record_config(self, role: str) -> RecordConfig:
@@ -420,16 +437,51 @@ class ExperimentConfig:
             values.setdefault("seed", seed)
         return TrainConfig.from_mapping({**values, "data": self.data_config("target")}, "target.train")
 
-    def eval_config(self) -> EvalConfig:
-        return EvalConfig.from_mapping(self.evaluate, "evaluate")
+    def eval_config(self, test: "TestSet | None" = None) -> EvalConfig:
+        """The `evaluate` section, with a test set's own settings (its generation cap, say) on top."""
+        if test is None or not test.settings:
+            return EvalConfig.from_mapping(self.evaluate, "evaluate")
+        return EvalConfig.from_mapping({**self.evaluate, **test.settings}, f"data.tests.{test.name}")
+
+    def test_sets(self) -> list["TestSet"]:
+        """`data.tests` (name → a path, or {path, sources, and any `evaluate` setting}), or `data.test` as one
+        set named `test`. Paths are relative to the generated data folder when the data is generated, else
+        to the config's folder."""
+        tests = self.data.get("tests")
+        if tests is None:
+            if "test" not in self.data and "generate" not in self.data:
+                raise InputError("missing setting data.tests (or data.test)", parameter="data")
+            tests = {"test": self.data.get("test", "test.jsonl")}
+        if not isinstance(tests, dict) or not tests:
+            raise InputError("data.tests must map test set names to files", parameter="data.tests")
+        base = self.out / "data" if "generate" in self.data else self.root
+        out = []
+        for name, spec in tests.items():
+            spec = {"path": spec} if isinstance(spec, (str, Path)) else dict(spec or {})
+            if "path" not in spec:
+                raise InputError("a test set needs a path", parameter=f"data.tests.{name}")
+            path = Path(spec.pop("path"))
+            sources = spec.pop("sources", None)
+            if sources is not None and (not isinstance(sources, list) or not all(isinstance(x, str) for x in sources)):
+                raise InputError("sources must be a list of source names", parameter=f"data.tests.{name}.sources")
+            out.append(TestSet(str(name), path if path.is_absolute() else base / path, sources, spec))
+        for test in out:
+            self.eval_config(test)  # a misspelt setting fails now
+        return out
 
 
 def _method_spec(value: Any, path: Path) -> MethodSpec:
     if isinstance(value, str):
         return MethodSpec(value, value)
     if isinstance(value, dict) and "name" in value:
-        return MethodSpec(str(value["name"]), str(value.get("label") or value["name"]), dict(value.get("params") or {}))
-    raise InputError(f"a method is a name or {{name, label, params}}, got {value!r}", path)
+        unknown = sorted(set(value) - {"name", "label", "params", "budgets"})
+        if unknown:
+            raise InputError(f"method {value['name']!r}: unknown keys {', '.join(unknown)} (known: name, label, "
+                             "params, budgets)", path)
+        budgets = value.get("budgets")
+        return MethodSpec(str(value["name"]), str(value.get("label") or value["name"]), dict(value.get("params") or {}),
+                          None if budgets is None else [_budget(b, path) for b in budgets])
+    raise InputError(f"a method is a name or {{name, label, params, budgets}}, got {value!r}", path)
 
 
 def _budget(value: Any, path: Path) -> float | int:

@@ -301,6 +301,7 @@ def _manifest(data, model, model_path, pool, tokenized, trainable, excluded, job
                          for reason in excluded if reason != "duplicate"},
         "truncated_kept": sum(1 for t in trainable if t.truncated),
         "response_tokens": int(sum(t.n_tokens for t in trainable)),
+        "input_tokens": int(sum(len(t.input_ids) for t in trainable)),  # per epoch: the training's cost is 6 x params x this x epochs
         "steps": tuning.step,
         "steps_per_epoch": tuning.steps_per_epoch,
         "warmup_steps": tuning.warmup_steps,

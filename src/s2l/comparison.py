@@ -1,0 +1,162 @@
+"""Is one method's subset better than another's? Paired bootstrap intervals over test items and seeds.
+
+Every cell of an experiment is evaluated on the same test items, so two methods are compared item by
+item: for each test item, the method's value (its response loss, or 1/0 for a right or wrong answer)
+averaged over the method's seeds, minus the baseline's averaged over its seeds; the difference is the
+mean of that over the items. Its 95% interval is a percentile bootstrap that resamples the test items
+(the same draw for both arms: that is the pairing) and, for an arm with more than one seed, its seeds
+(each arm's independently: the seed of a cell seeds both its selection and its training, so seed k of
+one method has nothing in common with seed k of another). A difference is called a win or a loss only
+when its interval excludes zero; otherwise it is "no difference".
+
+The random-equivalent fraction turns a method's held-out loss into the paper's claim in data terms: the
+budget at which random selection's curve (its mean loss at each budget, the full pool at 100%) reaches the
+method's loss, by linear interpolation between the curve's points; its interval comes from the same
+bootstrap replicates. Below the curve's smallest budget it is reported as "< that budget", past the full
+pool as "> 100%".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+LEVEL = 0.95
+N_BOOTSTRAP = 2000
+
+# Which way is better, per metric: the loss falls, the accuracy rises.
+LOWER_IS_BETTER = {"loss": True, "accuracy": False}
+
+
+@dataclass(frozen=True)
+class Difference:
+    """method − baseline, mean over the common test items, with its bootstrap interval."""
+
+    estimate: float
+    low: float
+    high: float
+    n_items: int
+    verdict: str  # "win", "loss" or "no difference", from the method's side
+
+
+def verdict(low: float, high: float, lower_is_better: bool) -> str:
+    """A win or a loss only when the interval of (method − baseline) excludes zero."""
+    if low > 0:
+        return "loss" if lower_is_better else "win"
+    if high < 0:
+        return "win" if lower_is_better else "loss"
+    return "no difference"
+
+
+class Resampler:
+    """One set of bootstrap replicates for a test set: the item weights every arm shares (the pairing), and
+    seed weights drawn per arm. `seed` fixes them, so a rerun gives the same intervals."""
+
+    def __init__(self, n_items: int, n_bootstrap: int = N_BOOTSTRAP, seed: int = 0):
+        if n_items < 1:
+            raise ValueError("n_items must be at least 1")
+        self.n_items = n_items
+        self.n_bootstrap = n_bootstrap
+        self._rng = np.random.default_rng(seed)
+        # Row b: how often each item is drawn in replicate b, over the number of items.
+        self.item_weights = self._rng.multinomial(n_items, np.full(n_items, 1.0 / n_items), size=n_bootstrap) / n_items
+
+    def arm(self, values: np.ndarray) -> np.ndarray:
+        """Per-replicate means of one arm: `values` is (seeds, items); items and seeds are resampled."""
+        values = np.atleast_2d(np.asarray(values, dtype=np.float64))
+        per_seed = self.item_weights @ values.T  # (replicates, seeds): each seed's mean over the drawn items
+        seeds = values.shape[0]
+        if seeds == 1:
+            return per_seed[:, 0]
+        seed_weights = self._rng.multinomial(seeds, np.full(seeds, 1.0 / seeds), size=self.n_bootstrap) / seeds
+        return (per_seed * seed_weights).sum(axis=1)
+
+
+def point(values: np.ndarray) -> float:
+    """An arm's estimate: the mean over items of the mean over seeds."""
+    return float(np.atleast_2d(values).mean(axis=0).mean())
+
+
+def interval(replicates: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
+    low, high = np.quantile(replicates, [(1 - level) / 2, (1 + level) / 2], method="inverted_cdf")
+    return float(low), float(high)
+
+
+def common_items(arms: Sequence[np.ndarray]) -> np.ndarray:
+    """Items every seed of every arm has a value for (a loss is missing where truncation left no token)."""
+    keep = np.ones(np.atleast_2d(arms[0]).shape[1], dtype=bool)
+    for values in arms:
+        keep &= np.isfinite(np.atleast_2d(values)).all(axis=0)
+    return keep
+
+
+def paired_difference(method: np.ndarray, baseline: np.ndarray, lower_is_better: bool,
+                      n_bootstrap: int = N_BOOTSTRAP, seed: int = 0, level: float = LEVEL) -> Difference | None:
+    """method − baseline over their common items; each is (seeds, items) on the same test items in the same order.
+    None when no item has a value in both."""
+    method, baseline = np.atleast_2d(method), np.atleast_2d(baseline)
+    if method.shape[1] != baseline.shape[1]:
+        raise ValueError(f"the arms are on different items ({method.shape[1]} and {baseline.shape[1]})")
+    keep = common_items([method, baseline])
+    if not keep.any():
+        return None
+    method, baseline = method[:, keep], baseline[:, keep]
+    resampler = Resampler(int(keep.sum()), n_bootstrap, seed)
+    low, high = interval(resampler.arm(method) - resampler.arm(baseline), level)
+    return Difference(point(method) - point(baseline), low, high, int(keep.sum()), verdict(low, high, lower_is_better))
+
+
+def crossing(budgets: Sequence[float], curve: Sequence[float], value: float) -> float:
+    """The budget at which a curve (one value per budget, budgets ascending) first reaches `value`, by linear
+    interpolation; -inf when `value` is worse than the curve at its first budget, +inf when it is better than
+    the curve anywhere. The curve is read as falling (a loss); pass negated values for a rising one."""
+    budgets, curve = list(budgets), list(curve)
+    if value > curve[0]:
+        return float("-inf")
+    for (b0, c0), (b1, c1) in zip(zip(budgets, curve), zip(budgets[1:], curve[1:])):
+        if c1 <= value <= c0 and c0 != c1:
+            return b0 + (c0 - value) / (c0 - c1) * (b1 - b0)
+        if c1 <= value <= c0:
+            return b0
+    return float("inf") if value < min(curve) else budgets[int(np.argmin(curve))]
+
+
+@dataclass(frozen=True)
+class Equivalent:
+    """The random budget worth a method's loss, with its bootstrap interval (±inf: off the curve's ends)."""
+
+    estimate: float
+    low: float
+    high: float
+
+
+def random_equivalent(method: np.ndarray, curve: Mapping[float, np.ndarray], n_bootstrap: int = N_BOOTSTRAP,
+                      seed: int = 0, level: float = LEVEL) -> Equivalent | None:
+    """Where random's loss curve (budget → (seeds, items)) reaches the method's mean loss, as a fraction of the
+    pool. All arms are resampled on the same items (those every arm has), so the curve and the method move together."""
+    budgets = sorted(curve)
+    if len(budgets) < 2:
+        return None
+    arms = [np.atleast_2d(curve[b]) for b in budgets]
+    keep = common_items([np.atleast_2d(method), *arms])
+    if not keep.any():
+        return None
+    method = np.atleast_2d(method)[:, keep]
+    arms = [a[:, keep] for a in arms]
+    estimate = crossing(budgets, [point(a) for a in arms], point(method))
+    resampler = Resampler(int(keep.sum()), n_bootstrap, seed)
+    method_b = resampler.arm(method)
+    curve_b = np.stack([resampler.arm(a) for a in arms], axis=1)
+    replicates = np.array([crossing(budgets, curve_b[i], method_b[i]) for i in range(len(method_b))])
+    low, high = interval(replicates, level)
+    return Equivalent(estimate, low, high)
+
+
+def format_fraction(value: float, smallest: float) -> str:
+    if value == float("-inf"):
+        return f"< {smallest:.0%}"
+    if value == float("inf"):
+        return "> 100%"
+    return f"{value:.0%}"

@@ -1,0 +1,360 @@
+"""An experiment's results from its finished cells: the tables, the intervals, the plots and the cost side.
+
+    results.csv   one row per cell and test set (and `all`, every test item together): loss, accuracy, times
+    summary.csv   one row per method, budget, test set and metric: the value and its 95% interval; the paired
+                  difference from random at the same budget and from the full pool, each with its interval
+                  and verdict (win / loss / no difference); the random-equivalent fraction (loss)
+    results.md    the summary as tables, the cost side, and proxy→target transfer when it was measured
+    results.png   each metric against the budget per test set: random's curve with its interval band, the
+                  other methods' points with theirs, the full pool as a line
+
+Everything is computed from the per-item predictions each cell's evaluation wrote (`s2l.comparison`), so
+rerunning the analysis on the same cells gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import struct
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from s2l.comparison import (LOWER_IS_BETTER, Resampler, format_fraction, interval, paired_difference, point,
+                            random_equivalent)
+from s2l.config import FULL
+from s2l.fileio import atomic_path, write_bytes_atomic
+
+if TYPE_CHECKING:
+    from s2l.experiment import Experiment
+
+ALL = "all"  # every test item of every test set together
+RANDOM = "random"
+METRICS = ("loss", "accuracy")
+RESULT_COLUMNS = ["label", "method", "budget", "seed", "test", "n_train", "n_loss", "loss", "n_judged", "accuracy",
+                  "select_seconds", "train_seconds", "eval_seconds"]
+SUMMARY_COLUMNS = ["label", "method", "budget", "seeds", "n_train", "test", "metric", "n_items", "value", "low", "high",
+                   "vs_random", "vs_random_low", "vs_random_high", "vs_random_verdict",
+                   "vs_full", "vs_full_low", "vs_full_high", "vs_full_verdict",
+                   "random_equivalent", "random_equivalent_low", "random_equivalent_high"]
+
+
+# -- per-item values ----------------------------------------------------------------------------------------------
+def cell_items(cell_dir: Path, tests: list[str]) -> dict[str, dict[str, np.ndarray]]:
+    """test → {"ids", "loss", "accuracy"} from a cell's predictions (NaN where an item has no value)."""
+    out = {}
+    for test in tests:
+        rows = [json.loads(line) for line in open(cell_dir / "eval" / test / "predictions.jsonl", encoding="utf-8")]
+        out[test] = {
+            "ids": np.array([r["example_id"] for r in rows], dtype=object),
+            "loss": np.array([np.nan if r["loss"] is None else r["loss"] for r in rows], dtype=np.float64),
+            "accuracy": np.array([np.nan if r["correct"] is None else float(r["correct"]) for r in rows], dtype=np.float64),
+        }
+    if len(tests) > 1:
+        out[ALL] = {key: np.concatenate([out[t][key] for t in tests]) for key in ("ids", "loss", "accuracy")}
+    return out
+
+
+def test_names(tests: list[str]) -> list[str]:
+    """The sets the analysis reports: every item together first, when there is more than one set."""
+    return [ALL, *tests] if len(tests) > 1 else list(tests)
+
+
+def group_rows(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """(label, budget) → that method's cells at that budget (one per seed), in the order the cells ran."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["label"], str(row["budget"])), []).append(row)
+    return groups
+
+
+def arm(items: dict[str, dict], group: list[dict], test: str, metric: str) -> np.ndarray:
+    """(seeds, items) of one method at one budget."""
+    first = items[group[0]["key"]][test]["ids"]
+    for row in group[1:]:
+        if not np.array_equal(items[row["key"]][test]["ids"], first):
+            raise ValueError(f"cells {group[0]['key']} and {row['key']} were evaluated on different {test} items")
+    return np.stack([items[row["key"]][test][metric] for row in group])
+
+
+# -- the analysis -------------------------------------------------------------------------------------------------
+def summarize(rows: list[dict], items: dict[str, dict], tests: list[str]) -> list[dict]:
+    groups = group_rows(rows)
+    random_label = next((label for (label, _), g in groups.items() if g[0]["method"] == RANDOM), None)
+    full = next((g for (label, _), g in groups.items() if g[0]["method"] == FULL), None)
+    # Random's curve in fractions of the pool (budgets given as counts have no place on it beside the full pool).
+    curve_budgets = sorted(float(g[0]["budget"]) for (label, _), g in groups.items()
+                           if label == random_label and isinstance(g[0]["budget"], float))
+    out = []
+    for (label, budget), group in groups.items():
+        method = group[0]["method"]
+        for test in test_names(tests):
+            for metric in METRICS:
+                values = arm(items, group, test, metric)
+                if not np.isfinite(values).any():
+                    continue  # a test set without generation has no accuracy
+                keep = np.isfinite(values).all(axis=0)
+                summary = {"label": label, "method": method, "budget": budget, "seeds": len(group),
+                           "n_train": group[0].get("n_train"), "test": test, "metric": metric,
+                           "n_items": int(keep.sum()), "value": point(values[:, keep])}
+                summary["low"], summary["high"] = interval(Resampler(int(keep.sum())).arm(values[:, keep]))
+                lower = LOWER_IS_BETTER[metric]
+                if random_label and method not in (RANDOM, FULL) and (random_label, budget) in groups:
+                    _put(summary, "vs_random", paired_difference(values, arm(items, groups[(random_label, budget)], test, metric), lower))
+                if full and method != FULL:
+                    _put(summary, "vs_full", paired_difference(values, arm(items, full, test, metric), lower))
+                if metric == "loss" and method not in (RANDOM, FULL) and len(curve_budgets) + bool(full) >= 2:
+                    curve = {b: arm(items, groups[(random_label, _budget_key(b, groups, random_label))], test, metric)
+                             for b in curve_budgets}
+                    if full:
+                        curve[1.0] = arm(items, full, test, metric)
+                    equivalent = random_equivalent(values, curve)
+                    if equivalent is not None:
+                        summary.update(random_equivalent=equivalent.estimate, random_equivalent_low=equivalent.low,
+                                       random_equivalent_high=equivalent.high)
+                out.append(summary)
+    return out
+
+
+def _budget_key(budget: float, groups: dict, label: str) -> str:
+    return next(b for (lab, b) in groups if lab == label and float(b) == budget)
+
+
+def _put(summary: dict, name: str, difference) -> None:
+    if difference is not None:
+        summary.update({name: difference.estimate, f"{name}_low": difference.low, f"{name}_high": difference.high,
+                        f"{name}_verdict": difference.verdict})
+
+
+# -- the cost side ------------------------------------------------------------------------------------------------
+def parameter_count(model_dir: Path) -> int | None:
+    """Parameters in a model folder's safetensors files, read from their headers (nothing is loaded)."""
+    total, found = 0, False
+    for path in sorted(Path(model_dir).glob("*.safetensors")):
+        with open(path, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(size))
+        for name, tensor in header.items():
+            if name != "__metadata__":
+                total += int(np.prod(tensor["shape"])) if tensor["shape"] else 1
+                found = True
+    return total if found else None
+
+
+def recording_cost(run: Path) -> dict | None:
+    """A store's wall time and its FLOPs at 6 x params x tokens for training, 2 x for each scoring pass."""
+    manifest_path = run / "manifest.json"
+    if not manifest_path.is_file():
+        return None
+    import pyarrow.parquet as pq
+
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    examples = pq.read_table(run / "examples.parquet", columns=["n_input_tokens", "excluded"]).to_pydict()
+    tokens = sum(n for n, why in zip(examples["n_input_tokens"], examples["excluded"]) if why is None)
+    params = parameter_count(Path(manifest["model_path"])) if manifest.get("model_path") else None
+    passes = len(manifest.get("snapshots") or [])
+    epochs = manifest["training"]["epochs"]
+    return {"seconds": manifest.get("wall_seconds"), "complete": bool(manifest.get("complete")),
+            "flops": None if params is None else (6 * epochs + 2 * passes) * params * tokens}
+
+
+def cost_rows(experiment: "Experiment", rows: list[dict]) -> tuple[list[dict], dict | None]:
+    from s2l.models import resolve
+
+    try:
+        target_params = parameter_count(Path(resolve(experiment.config.target["model"])))
+    except Exception:  # a hub id not in the cache: the FLOPs are left out, the times stay
+        target_params = None
+    groups = group_rows(rows)
+    full = next((g for g in groups.values() if g[0]["method"] == FULL), None)
+
+    def flops(row: dict) -> float | None:
+        train = row.get("train") or {}
+        if target_params is None or train.get("input_tokens") is None:
+            return None
+        return 6.0 * target_params * train["input_tokens"] * train["epochs"]
+
+    full_seconds = float(np.mean([r["train_seconds"] for r in full])) if full else None
+    full_flops = flops(full[0]) if full else None
+    out = []
+    for (label, budget), group in groups.items():
+        seconds = float(np.mean([r["train_seconds"] for r in group]))
+        f = [flops(r) for r in group]
+        mean_flops = float(np.mean(f)) if all(x is not None for x in f) else None
+        out.append({"label": label, "budget": budget, "seeds": len(group),
+                    "select_seconds": float(np.mean([r.get("select_seconds") or 0.0 for r in group])),
+                    "train_seconds": seconds, "train_flops": mean_flops,
+                    "saved_seconds": None if full_seconds is None else full_seconds - seconds,
+                    "saved_flops": None if full_flops is None or mean_flops is None else full_flops - mean_flops})
+    return out, recording_cost(experiment.out / "proxy-run")
+
+
+# -- writing ------------------------------------------------------------------------------------------------------
+def write_results(experiment: "Experiment", rows: list[dict]) -> None:
+    tests = [t.name for t in experiment.config.test_sets()]
+    out = experiment.out
+    items = {row["key"]: cell_items(experiment.out / "cells" / row["key"], tests) for row in rows}
+    write_bytes_atomic(out / "results.csv", _csv(result_rows(rows, items, tests), RESULT_COLUMNS))
+    summary = summarize(rows, items, tests) if rows else []
+    write_bytes_atomic(out / "summary.csv", _csv(summary, SUMMARY_COLUMNS))
+    costs, recording = cost_rows(experiment, rows) if rows else ([], None)
+    transfer = out / "transfer.json"
+    transfer = json.loads(transfer.read_text(encoding="utf-8")) if transfer.is_file() else None
+    write_bytes_atomic(out / "results.md", markdown(experiment.config.name, summary, tests, costs, recording,
+                                                    transfer).encode("utf-8"))
+    if summary:
+        plot(summary, tests, out / "results.png")
+
+
+def result_rows(rows: list[dict], items: dict, tests: list[str]) -> list[dict]:
+    out = []
+    for row in rows:
+        for test in test_names(tests):
+            values = items[row["key"]][test]
+            loss, acc = values["loss"], values["accuracy"]
+            out.append({**{k: row.get(k) for k in ("label", "method", "budget", "seed", "n_train", "select_seconds",
+                                                   "train_seconds", "eval_seconds")},
+                        "test": test, "n_loss": int(np.isfinite(loss).sum()),
+                        "loss": float(np.nanmean(loss)) if np.isfinite(loss).any() else None,
+                        "n_judged": int(np.isfinite(acc).sum()),
+                        "accuracy": float(np.nanmean(acc)) if np.isfinite(acc).any() else None})
+    return out
+
+
+def _csv(rows: list[dict], columns: list[str]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _text(row.get(k)) for k in columns})
+    return buffer.getvalue().encode("utf-8")
+
+
+def _text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value) if not np.isfinite(value) else f"{value:.6g}"
+    return str(value)
+
+
+def _value(s: dict, metric: str, key: str = "value") -> str:
+    scale, digits = (100.0, 1) if metric == "accuracy" else (1.0, 3)
+    if s.get(key) is None:
+        return "–"
+    text = f"{s[key] * scale:+.{digits}f}" if key != "value" else f"{s[key] * scale:.{digits}f}"
+    low, high = s[f"{key}_low" if key != "value" else "low"], s[f"{key}_high" if key != "value" else "high"]
+    text += f" [{low * scale:.{digits}f}, {high * scale:.{digits}f}]"
+    verdict = s.get(f"{key}_verdict")
+    return text + ({"win": " **win**", "loss": " **loss**"}.get(verdict, "") if verdict else "")
+
+
+def markdown(name: str, summary: list[dict], tests: list[str], costs: list[dict], recording: dict | None,
+             transfer: dict | None) -> str:
+    smallest = min((float(s["budget"]) for s in summary if s["budget"] != "all"), default=0.1)
+    lines = [f"# {name}", "",
+             "Held-out response loss (mean token cross-entropy per example, lower is better) and answer accuracy (%), "
+             "each with its 95% bootstrap interval over test items and seeds. Δ random: the method minus random at the "
+             "same budget, item by item; Δ full: minus the full pool. **win**/**loss** only where the interval "
+             "excludes zero. Random-equivalent: the budget at which random's loss curve reaches the method's loss "
+             "(`s2l.comparison`).", ""]
+    for metric in METRICS:
+        for test in test_names(tests):
+            part = [s for s in summary if s["test"] == test and s["metric"] == metric]
+            if not part:
+                continue
+            lines += [f"## {metric}: {test} ({part[0]['n_items']} items)", ""]
+            header = ["method", "budget", "seeds", "n_train", metric, "Δ random", "Δ full"]
+            if metric == "loss":
+                header.append("random-equivalent")
+            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            for s in part:
+                cells = [s["label"], str(s["budget"]), str(s["seeds"]), str(s["n_train"]), _value(s, metric),
+                         _value(s, metric, "vs_random"), _value(s, metric, "vs_full")]
+                if metric == "loss":
+                    re = s.get("random_equivalent")
+                    cells.append("–" if re is None else f"{format_fraction(re, smallest)} "
+                                 f"[{format_fraction(s['random_equivalent_low'], smallest)}, "
+                                 f"{format_fraction(s['random_equivalent_high'], smallest)}]")
+                lines.append("| " + " | ".join(cells) + " |")
+            lines.append("")
+    if costs:
+        lines += ["## Cost", ""]
+        if recording:
+            flops = "" if recording["flops"] is None else f", {recording['flops']:.3g} FLOPs"
+            lines += [f"Recording the proxy's trajectories (once, for every method): {recording['seconds']} s{flops} "
+                      "(6 x params x tokens a training pass, 2 x a scoring pass).", ""]
+        lines += ["| method | budget | seeds | selection (s) | target training (s) | training FLOPs | saved vs full (s) | saved FLOPs |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for c in costs:
+            lines.append(f"| {c['label']} | {c['budget']} | {c['seeds']} | {c['select_seconds']:.1f} | {c['train_seconds']:.0f} | "
+                         f"{_sci(c['train_flops'])} | {_signed(c['saved_seconds'])} | {_sci(c['saved_flops'])} |")
+        lines.append("")
+    if transfer:
+        lines += ["## Proxy → target rank agreement", "",
+                  f"Spearman over {transfer.get('examples')} pool examples: final-snapshot loss "
+                  f"{_num(transfer.get('final_loss_spearman'), 2)}, learning percentage LP(1) "
+                  f"{_num(transfer.get('lp_spearman'), 2)}.", ""]
+    return "\n".join(lines)
+
+
+def _signed(value) -> str:
+    return "–" if value is None else f"{value:+.0f}"
+
+
+def _sci(value) -> str:
+    return "–" if value is None else f"{value:.3g}"
+
+
+def _num(value, digits: int = 0) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def plot(summary: list[dict], tests: list[str], path: Path) -> None:
+    """Each metric against the budget, one panel per test set: random's curve and band, other methods' points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(m, t) for m in METRICS for t in test_names(tests) if any(s["metric"] == m and s["test"] == t for s in summary)]
+    columns = min(4, len(panels))
+    rows = (len(panels) + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.6 * rows), squeeze=False)
+    labels = list(dict.fromkeys(s["label"] for s in summary))
+    colours = {label: f"C{k % 10}" for k, label in enumerate(labels)}
+    for ax, (metric, test) in zip(axes.flat, panels):
+        scale = 100.0 if metric == "accuracy" else 1.0
+        part = [s for s in summary if s["metric"] == metric and s["test"] == test]
+        full = [s for s in part if s["method"] == FULL]
+        for label in labels:
+            points = sorted((float(s["budget"]), s) for s in part if s["label"] == label and s["method"] != FULL)
+            if not points:
+                continue
+            xs = [b for b, _ in points]
+            ys = [s["value"] * scale for _, s in points]
+            lows, highs = [s["low"] * scale for _, s in points], [s["high"] * scale for _, s in points]
+            if points[0][1]["method"] == RANDOM:
+                if full:  # random's curve ends at the full pool
+                    xs, ys = xs + [1.0], ys + [full[0]["value"] * scale]
+                    lows, highs = lows + [full[0]["low"] * scale], highs + [full[0]["high"] * scale]
+                ax.plot(xs, ys, color=colours[label], marker="o", label=label)
+                ax.fill_between(xs, lows, highs, color=colours[label], alpha=0.2)
+            else:
+                ax.errorbar(xs, ys, yerr=[np.subtract(ys, lows), np.subtract(highs, ys)], fmt="s", capsize=3,
+                            color=colours[label], label=label)
+        if full:
+            ax.axhline(full[0]["value"] * scale, color="black", linestyle="--", linewidth=1, label="full pool")
+        ax.set_title(f"{test}: {'accuracy (%)' if metric == 'accuracy' else 'held-out loss'}", fontsize=9)
+        ax.set_xlabel("budget (fraction of the pool)", fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
