@@ -308,3 +308,15 @@ def test_dolly_missing_file_is_named(tmp_path):
     result = run(DOLLY_SCRIPT, "--source", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and f"missing source file {tmp_path / 'nope.jsonl'}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@needs_math
+def test_one_source_can_have_a_larger_test_set(tmp_path):
+    out = build(tmp_path / "b", "--size", "200", "--test-per-source", "10", "--test-size-for", "mawps=60",
+                "--ood-limit", "10")
+    counts = Counter(r["source"] for r in read_jsonl(out / "test" / "in_domain.jsonl"))
+    assert counts == {**{s: 10 for s in POOL_SOURCES}, "mawps": 60}
+    pool = {r["instruction"] for r in read_jsonl(out / "pool.jsonl")}
+    assert not pool & {r["instruction"] for r in read_jsonl(out / "test" / "in_domain.jsonl")}
+    bad = run(MATH_SCRIPT, "--source-dir", str(MATH_DIR), "--out", str(tmp_path / "c"), "--test-size-for", "svamp=5")
+    assert bad.returncode == 2 and "--test-size-for 'svamp=5'" in bad.stderr
