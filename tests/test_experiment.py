@@ -99,14 +99,14 @@ def test_experiment_runs_every_cell_and_summarises(tiny_model_dir, pool_dir, tmp
     assert {name: (out / name).read_bytes() for name in before} == before
 
 
-def test_cells_run_in_waves_of_seeds(tmp_path, pool_dir):
+def test_cells_run_smallest_budget_first_in_waves_of_seeds(tmp_path, pool_dir):
     config = ExperimentConfig.load(write_config(
         tmp_path, tmp_path / "model", pool_dir, budgets=[0.3, 0.1],
         methods=["full", {"name": "random", "budgets": [0.1, 0.3, 0.5]}, "s2l"],
         seeds={"default": [0], "random": [0, 1], "s2l": [5, 6]}))
     assert [c.key for c in config.cells()] == [
-        "full/all-s0", "random/b0.1-s0", "s2l/b0.1-s5", "random/b0.3-s0", "s2l/b0.3-s5", "random/b0.5-s0",
-        "random/b0.1-s1", "s2l/b0.1-s6", "random/b0.3-s1", "s2l/b0.3-s6", "random/b0.5-s1"]
+        "full/all-s0", "random/b0.1-s0", "s2l/b0.1-s5", "random/b0.1-s1", "s2l/b0.1-s6",
+        "random/b0.3-s0", "s2l/b0.3-s5", "random/b0.3-s1", "s2l/b0.3-s6", "random/b0.5-s0", "random/b0.5-s1"]
 
 
 def test_a_killed_experiment_finishes_only_the_missing_cells(tiny_model_dir, pool_dir, tmp_path):

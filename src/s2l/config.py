@@ -408,17 +408,15 @@ class ExperimentConfig:
         return self.seeds.get(method.label, self.seeds.get(method.name, self.seeds["default"]))
 
     def cells(self) -> list[Cell]:
-        """Every (method, budget, seed), in waves: each method's first seed (the full pool, then the budgets
-        in increasing order, methods as listed), then each method's second seed, and so on. An interrupted
-        run has a complete single-seed picture first; later seeds add the spread."""
-        waves: dict[int, list[Cell]] = {}
+        """Every (method, budget, seed), smallest budget first: the full pool, then every method at the smallest
+        budget (each method's first seed, then every method's second, ...), then the next budget. An interrupted
+        run has the comparison at the smallest budget complete, with its seeds, before it starts the next."""
+        cells = []
         for order, method in enumerate(self.methods):
             budgets = [None] if method.name == FULL else (method.budgets or self.budgets)
             for rank, seed in enumerate(self.seeds_of(method)):
-                for budget in budgets:
-                    waves.setdefault(rank, []).append(Cell(method, budget, seed))
-        key = lambda cell: (-1.0 if cell.budget is None else float(cell.budget), self.methods.index(cell.method))
-        return [cell for rank in sorted(waves) for cell in sorted(waves[rank], key=key)]
+                cells += [(-1.0 if b is None else float(b), rank, order, Cell(method, b, seed)) for b in budgets]
+        return [cell for *_, cell in sorted(cells, key=lambda c: c[:3])]
 
     # Each stage's settings, built (and so checked) from the YAML sections.
     def record_config(self, role: str) -> RecordConfig:

@@ -2,9 +2,10 @@
 
     1. (optionally) generate the pool and test files with a script
     2. record the proxy's trajectories once
-    3. for every (method, budget, seed), in waves (every method's first seed, then the second, ...): select,
-       train the target on the subset (or on the full pool: the reference line), evaluate it on every test set
-    4. after the first wave, the target's own trajectories (for proxy→target transfer), when asked for
+    3. for every (method, budget, seed), the full pool and then the smallest budget first (`ExperimentConfig.cells`):
+       select, train the target on the subset (or on the full pool: the reference line), evaluate it on every
+       test set
+    4. once the smallest budget is done, the target's own trajectories (for proxy→target transfer), when asked for
     5. the analysis (`s2l.comparison`): results.csv (one row per cell and test set), summary.csv and
        results.md (each method against random at its budget and against the full pool, paired bootstrap
        intervals over test items and seeds; the random-equivalent fraction; the cost side), results.png
@@ -104,10 +105,10 @@ class Experiment:
         self._write_test_files()
         proxy_run = self._record("proxy", self.config.proxy)
         cells = self.config.cells()
-        first_wave = sum(1 for c in cells if c.seed == self.config.seeds_of(c.method)[0])
+        smallest = min((float(c.budget) for c in cells if c.budget is not None), default=None)
         rows = []
-        for k, cell in enumerate(cells):
-            if k == first_wave:
+        for cell in cells:
+            if cell.budget is not None and float(cell.budget) > smallest:  # the smallest budget's cells are done
                 self._target_trajectories(proxy_run)
             rows.append(self._run_cell(cell, proxy_run))
             self._write_results(rows)
