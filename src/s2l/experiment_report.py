@@ -324,8 +324,11 @@ def plot(summary: list[dict], tests: list[str], path: Path) -> None:
     columns = min(4, len(panels))
     rows = (len(panels) + columns - 1) // columns
     fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.6 * rows), squeeze=False)
-    labels = list(dict.fromkeys(s["label"] for s in summary))
+    labels = list(dict.fromkeys(s["label"] for s in summary if s["method"] != FULL))
     colours = {label: f"C{k % 10}" for k, label in enumerate(labels)}
+    # Methods at the same budget sit side by side, a little apart, so their intervals do not hide each other.
+    others = [label for label in labels if not any(s["label"] == label and s["method"] == RANDOM for s in summary)]
+    shift = {label: 0.012 * (k - (len(others) - 1) / 2) for k, label in enumerate(others)}
     for ax, (metric, test) in zip(axes.flat, panels):
         scale = 100.0 if metric == "accuracy" else 1.0
         part = [s for s in summary if s["metric"] == metric and s["test"] == test]
@@ -344,6 +347,7 @@ def plot(summary: list[dict], tests: list[str], path: Path) -> None:
                 ax.plot(xs, ys, color=colours[label], marker="o", label=label)
                 ax.fill_between(xs, lows, highs, color=colours[label], alpha=0.2)
             else:
+                xs = [x + shift[label] for x in xs]
                 ax.errorbar(xs, ys, yerr=[np.subtract(ys, lows), np.subtract(highs, ys)], fmt="s", capsize=3,
                             color=colours[label], label=label)
         if full:
