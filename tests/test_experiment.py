@@ -174,7 +174,7 @@ def test_the_real_data_benchmark_configs_are_valid():
     # The design: full; random at 10/30/50% (3 seeds); s2l (3) and source-random (2) at 10/30%; five more at 10/30%.
     assert len(cells) == 1 + 9 + 6 + 4 + 10 and cells[0].key == "full/all-s0"
     assert all(c.budget == 0.1 for c in cells[1:14]) and {c.seed for c in cells if c.method.name == "random"} == {0, 1, 2}
-    assert {t.name for t in math.test_sets()} == {"in_domain_long", "in_domain_short", "svamp"}
+    assert {t.name for t in math.test_sets()} == {"in_domain", "gsm8k", "svamp"}
     assert math.score_config("proxy").ifd  # the ifd method reads the response-alone column
     dolly = ExperimentConfig.load(folder / "dolly-cpu.yaml")
     Experiment(dolly).check()
