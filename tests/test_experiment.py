@@ -179,3 +179,16 @@ def test_the_real_data_benchmark_configs_are_valid():
     dolly = ExperimentConfig.load(folder / "dolly-cpu.yaml")
     Experiment(dolly).check()
     assert {c.method.label for c in dolly.cells()} == {"full", "random", "lp", "lp-app", "s2l"}
+
+
+def test_a_bad_line_in_a_filtered_test_file_names_its_file_and_line(tmp_path, pool_dir):
+    from s2l.experiment import Experiment
+
+    test = tmp_path / "test.jsonl"
+    test.write_text('{"instruction": "q", "output": "a", "source": "x"}\n{"instruction": "q2", "output": \n')
+    data = {"pool": str(pool_dir / "pool.jsonl"), "tests": {"x": {"path": str(test), "sources": ["x"]}}}
+    config = ExperimentConfig.load(write_config(tmp_path, tmp_path / "model", pool_dir, data=data), out=tmp_path / "out")
+    with pytest.raises(InputError) as e:
+        Experiment(config)._write_test_files()
+    assert e.value.line == 2 and str(test) in str(e.value)
+    assert not (tmp_path / "out" / "tests" / "x.jsonl").exists()  # nothing half-written

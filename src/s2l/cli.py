@@ -596,7 +596,10 @@ def experiment(
     from s2l.experiment import Experiment, ExperimentConfig
 
     runner = Experiment(ExperimentConfig.load(config, out), device=device, show_progress=not no_progress)
-    runner.analyze() if analyze else runner.run()
+    if analyze:
+        runner.analyze()
+    else:
+        runner.run()
 
 
 def main() -> None:

@@ -116,11 +116,10 @@ def crossing(budgets: Sequence[float], curve: Sequence[float], value: float) -> 
     if value > curve[0]:
         return float("-inf")
     for (b0, c0), (b1, c1) in zip(zip(budgets, curve), zip(budgets[1:], curve[1:])):
-        if c1 <= value <= c0 and c0 != c1:
-            return b0 + (c0 - value) / (c0 - c1) * (b1 - b0)
         if c1 <= value <= c0:
-            return b0
-    return float("inf") if value < min(curve) else budgets[int(np.argmin(curve))]
+            return b0 if c0 == c1 else b0 + (c0 - value) / (c0 - c1) * (b1 - b0)
+    # From curve[0] >= value the curve only misses `value` by staying above it, so value is below all of it.
+    return float("inf")
 
 
 @dataclass(frozen=True)

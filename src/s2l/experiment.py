@@ -143,16 +143,16 @@ class Experiment:
 
     def _write_test_files(self) -> None:
         """Each test set limited to some sources gets its own file of those rows, so it is evaluated alone."""
+        from s2l.data.readers import read_records
+
         for test in self.config.test_sets():
             if not test.path.is_file():
                 raise InputError("no such test file", test.path)
             if test.sources is None or self.test_file(test).is_file():
                 continue
-            wanted, kept = set(test.sources), []
-            with open(test.path, "rb") as f:
-                for line in f:
-                    if line.strip() and json.loads(line).get("source") in wanted:
-                        kept.append(line if line.endswith(b"\n") else line + b"\n")
+            wanted = set(test.sources)
+            # The readers' own errors (a bad line names its file and line); each row kept as it was written.
+            kept = [r.raw + b"\n" for r in read_records(test.path) if r.data.get("source") in wanted]
             if not kept:
                 raise InputError(f"test set {test.name!r}: no row has a source in {sorted(wanted)}", test.path)
             write_bytes_atomic(self.test_file(test), b"".join(kept))

@@ -86,8 +86,8 @@ def summarize(rows: list[dict], items: dict[str, dict], tests: list[str]) -> lis
     random_label = next((label for (label, _), g in groups.items() if g[0]["method"] == RANDOM), None)
     full = next((g for (label, _), g in groups.items() if g[0]["method"] == FULL), None)
     # Random's curve in fractions of the pool (budgets given as counts have no place on it beside the full pool).
-    curve_budgets = sorted(float(g[0]["budget"]) for (label, _), g in groups.items()
-                           if label == random_label and isinstance(g[0]["budget"], float))
+    random_curve = {float(g[0]["budget"]): g for (label, _), g in groups.items()
+                    if label == random_label and isinstance(g[0]["budget"], float)}
     out = []
     for (label, budget), group in groups.items():
         method = group[0]["method"]
@@ -106,9 +106,8 @@ def summarize(rows: list[dict], items: dict[str, dict], tests: list[str]) -> lis
                     _put(summary, "vs_random", paired_difference(values, arm(items, groups[(random_label, budget)], test, metric), lower))
                 if full and method != FULL:
                     _put(summary, "vs_full", paired_difference(values, arm(items, full, test, metric), lower))
-                if metric == "loss" and method not in (RANDOM, FULL) and len(curve_budgets) + bool(full) >= 2:
-                    curve = {b: arm(items, groups[(random_label, _budget_key(b, groups, random_label))], test, metric)
-                             for b in curve_budgets}
+                if metric == "loss" and method not in (RANDOM, FULL) and len(random_curve) + bool(full) >= 2:
+                    curve = {b: arm(items, g, test, metric) for b, g in random_curve.items()}
                     if full:
                         curve[1.0] = arm(items, full, test, metric)
                     equivalent = random_equivalent(values, curve)
@@ -117,10 +116,6 @@ def summarize(rows: list[dict], items: dict[str, dict], tests: list[str]) -> lis
                                        random_equivalent_high=equivalent.high)
                 out.append(summary)
     return out
-
-
-def _budget_key(budget: float, groups: dict, label: str) -> str:
-    return next(b for (lab, b) in groups if lab == label and float(b) == budget)
 
 
 def _put(summary: dict, name: str, difference) -> None:
@@ -242,12 +237,12 @@ def _text(value) -> str:
 
 
 def _value(s: dict, metric: str, key: str = "value") -> str:
+    """The value with its interval, or a difference (`vs_random`, `vs_full`): signed, with its verdict."""
     scale, digits = (100.0, 1) if metric == "accuracy" else (1.0, 3)
     if s.get(key) is None:
         return "–"
-    text = f"{s[key] * scale:+.{digits}f}" if key != "value" else f"{s[key] * scale:.{digits}f}"
-    low, high = s[f"{key}_low" if key != "value" else "low"], s[f"{key}_high" if key != "value" else "high"]
-    text += f" [{low * scale:.{digits}f}, {high * scale:.{digits}f}]"
+    low, high, sign = ("low", "high", "") if key == "value" else (f"{key}_low", f"{key}_high", "+")
+    text = f"{s[key] * scale:{sign}.{digits}f} [{s[low] * scale:.{digits}f}, {s[high] * scale:.{digits}f}]"
     verdict = s.get(f"{key}_verdict")
     return text + ({"win": " **win**", "loss": " **loss**"}.get(verdict, "") if verdict else "")
 
