@@ -13,7 +13,7 @@ import torch
 
 from s2l.data import load_pool, tokenize_examples
 from s2l.evaluation import (EvalConfig, answers_match, evaluate, extract_answer, find_answer,
-                            Verdict, generate_completions, judge, prompt_ids)
+                            Verdict, generate_completions, greedy_decode, judge, prompt_ids)
 
 from helpers import reference_losses
 
@@ -129,6 +129,37 @@ def test_batched_generation_equals_one_at_a_time(tiny_model_dir, test_split):
     alone = [generate_completions(model, tokenizer, [p], max_new_tokens=8)[0] for p in prompts]
     assert [c.text for c in together] == [c.text for c in alone]
     assert len({c.text for c in together}) > 1 and all(c.n_tokens <= 8 for c in together)
+
+
+def test_greedy_decode_is_generate_with_finished_rows_dropped(tiny_model_dir, test_split):
+    """Rows that stop early leave the batch; what every row generates is still what generate() gives it."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    config = LlamaConfig.from_pretrained(tiny_model_dir)
+    config.initializer_range = 0.5
+    torch.manual_seed(2)
+    model = LlamaForCausalLM(config).double().eval()  # float64: a changed batch shape cannot flip an argmax
+    prompts = [prompt_ids(tokenizer, e) for e in load_pool(test_split).examples][:10]
+    width = max(len(p) for p in prompts)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+    attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    greedy = dict(do_sample=False, num_beams=1, temperature=None, top_p=None, top_k=None, pad_token_id=pad)
+    with torch.inference_mode():
+        free = model.generate(input_ids=input_ids, attention_mask=attention, max_new_tokens=12, min_new_tokens=12,
+                              **greedy)[:, width:].tolist()
+        # Stop tokens taken from what three rows produce early, so rows end at different steps.
+        eos = sorted({free[0][2], free[1][4], free[2][6]})
+        reference = model.generate(input_ids=input_ids, attention_mask=attention, max_new_tokens=12,
+                                   eos_token_id=eos, **greedy)[:, width:].tolist()
+    expected = []
+    for row in reference:
+        stop = next((k for k, t in enumerate(row) if t in eos), None)
+        expected.append(row if stop is None else row[: stop + 1])
+    assert greedy_decode(model, input_ids, attention, 12, eos) == expected
+    lengths = [len(row) for row in expected]
+    assert sum(n < 12 for n in lengths) >= 2 and 12 in lengths  # rows were dropped, and others went on
 
 
 # -- evaluate, end to end ------------------------------------------------------------------------------
