@@ -81,6 +81,7 @@ def test_experiment_runs_every_cell_and_summarises(tiny_model_dir, pool_dir, tmp
     assert s2l["random_equivalent"] != ""  # random at 0.5 and the full pool make a curve
     md = (out / "results.md").read_text()
     assert "## loss: heldout (5 items)" in md and "| random | 0.5 | 2 | 8 |" in md and "## Cost" in md
+    assert "## Verdict" in md and "| s2l | 0.5 | " in md.split("Against the full pool")[0]
     assert "Proxy → target rank agreement" in md
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     transfer = json.loads((out / "transfer.json").read_text())

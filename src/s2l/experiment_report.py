@@ -4,7 +4,8 @@
     summary.csv   one row per method, budget, test set and metric: the value and its 95% interval; the paired
                   difference from random at the same budget and from the full pool, each with its interval
                   and verdict (win / loss / no difference); the random-equivalent fraction (loss)
-    results.md    the summary as tables, the cost side, and proxy→target transfer when it was measured
+    results.md    every comparison's verdict in one table per baseline, the summary as tables, the cost side,
+                  and proxy→target transfer when it was measured
     results.png   each metric against the budget per test set: random's curve with its interval band, the
                   other methods' points with theirs, the full pool as a line
 
@@ -256,6 +257,7 @@ def markdown(name: str, summary: list[dict], tests: list[str], costs: list[dict]
              "same budget, item by item; Δ full: minus the full pool. **win**/**loss** only where the interval "
              "excludes zero. Random-equivalent: the budget at which random's loss curve reaches the method's loss "
              "(`s2l.comparison`).", ""]
+    lines += verdict_section(summary)
     for metric in METRICS:
         for test in test_names(tests):
             part = [s for s in summary if s["test"] == test and s["metric"] == metric]
@@ -294,6 +296,33 @@ def markdown(name: str, summary: list[dict], tests: list[str], costs: list[dict]
                   f"{_num(transfer.get('final_loss_spearman'), 2)}, learning percentage LP(1) "
                   f"{_num(transfer.get('lp_spearman'), 2)}.", ""]
     return "\n".join(lines)
+
+
+VERDICT_WORDS = {"win": "**win**", "loss": "**loss**", "no difference": "no difference"}
+
+
+def verdict_section(summary: list[dict]) -> list[str]:
+    """Every comparison's verdict on one screen: a table per baseline (random at the same budget, the full
+    pool), one row per method and budget, one column per metric and test set, and the count of each verdict.
+    The counts leave out `all`, whose items are those of the other sets again."""
+    lines = ["## Verdict", ""]
+    for key, against in (("vs_random", "random at the same budget"), ("vs_full", "the full pool")):
+        judged = [s for s in summary if s.get(f"{key}_verdict")]
+        if not judged:
+            continue
+        columns = list(dict.fromkeys((s["metric"], s["test"]) for s in judged))
+        verdicts = {(s["label"], str(s["budget"]), s["metric"], s["test"]): s[f"{key}_verdict"] for s in judged}
+        counted = [v for (_, _, _, test), v in verdicts.items() if test != ALL]
+        plural = {"win": "wins", "loss": "losses", "no difference": "no difference"}
+        counts = ", ".join(f"{counted.count(v)} {v if counted.count(v) == 1 else plural[v]}" for v in VERDICT_WORDS)
+        lines += [f"Against {against} ({len(counted)} comparisons: {counts}):", "",
+                  "| method | budget | " + " | ".join(f"{metric}: {test}" for metric, test in columns) + " |",
+                  "|" + "---|" * (2 + len(columns))]
+        for label, budget in dict.fromkeys((s["label"], str(s["budget"])) for s in judged):
+            cells = [VERDICT_WORDS.get(verdicts.get((label, budget, metric, test)), "–") for metric, test in columns]
+            lines.append(f"| {label} | {budget} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines if len(lines) > 2 else []
 
 
 def _signed(value) -> str:
