@@ -90,3 +90,24 @@ def test_random_equivalent_reads_the_curve_with_its_interval():
     eq = random_equivalent(np.full((1, n), 0.9) + rng.normal(0, 0.3, size=(1, n)), noisy, n_bootstrap=300)
     assert eq.low < eq.estimate < eq.high
     assert random_equivalent(np.ones((1, n)), {0.1: np.ones((1, n))}) is None
+
+
+def test_rank_agreement_is_spearman_with_an_interval_over_pairs():
+    from scipy.stats import spearmanr
+
+    from s2l.comparison import rank_agreement
+
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=200)
+    b = a + rng.normal(size=200)  # related, not perfectly
+    b[:20] = np.round(b[:20])  # some ties
+    found = rank_agreement(a, b)
+    assert found.estimate == pytest.approx(spearmanr(a, b).statistic, abs=1e-12) and found.n == 200
+    assert found.low < found.estimate < found.high and found.high - found.low < 0.3
+    assert rank_agreement(a, b) == found  # seeded: the same interval again
+    # A monotone relation agrees perfectly in every resample; an unrelated one's interval holds zero.
+    monotone = rank_agreement(a, np.exp(a))
+    assert (monotone.estimate, monotone.low, monotone.high) == pytest.approx((1.0, 1.0, 1.0))
+    unrelated = rank_agreement(a, rng.normal(size=200))
+    assert unrelated.low < 0 < unrelated.high
+    assert rank_agreement(a[:2], b[:2]) is None and rank_agreement(a, np.ones(200)) is None

@@ -86,6 +86,8 @@ def test_experiment_runs_every_cell_and_summarises(tiny_model_dir, pool_dir, tmp
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     transfer = json.loads((out / "transfer.json").read_text())
     assert transfer["examples"] == 16 and -1.0 <= transfer["final_loss_spearman"] <= 1.0
+    low, high = transfer["final_loss_spearman_ci95"]
+    assert -1.0 <= low <= high <= 1.0
     # Models are deleted once evaluated; selections, metrics and each set's predictions stay.
     cell = out / "cells" / "s2l" / "b0.5-s0"
     assert (cell / "selection" / "manifest.json").is_file() and (cell / "metrics.json").is_file()

@@ -14,6 +14,10 @@ budget at which random selection's curve (its mean loss at each budget, the full
 method's loss, by linear interpolation between the curve's points; its interval comes from the same
 bootstrap replicates. Below the curve's smallest budget it is reported as "< that budget", past the full
 pool as "> 100%".
+
+Rank agreement between two models' measures of the same examples (proxy and target: does the small model
+order the pool as the large one does?) is Spearman's correlation, with a percentile bootstrap interval that
+resamples the examples in pairs.
 """
 
 from __future__ import annotations
@@ -159,3 +163,41 @@ def format_fraction(value: float, smallest: float) -> str:
     if value == float("inf"):
         return "> 100%"
     return f"{value:.0%}"
+
+
+@dataclass(frozen=True)
+class Correlation:
+    """Spearman's rank correlation over `n` paired examples, with its bootstrap interval."""
+
+    estimate: float
+    low: float
+    high: float
+    n: int
+
+
+def rank_agreement(a: np.ndarray, b: np.ndarray, n_bootstrap: int = N_BOOTSTRAP, seed: int = 0,
+                   level: float = LEVEL) -> Correlation | None:
+    """Spearman's correlation of `a` and `b` (tied values share their mean rank), its interval from resampling
+    the (a, b) pairs; None where it is undefined (fewer than 3 pairs, or a constant side)."""
+    from scipy.stats import rankdata
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None
+
+    def spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:  # row-wise, over the last axis
+        rx, ry = rankdata(x, axis=-1), rankdata(y, axis=-1)
+        rx -= rx.mean(axis=-1, keepdims=True)
+        ry -= ry.mean(axis=-1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):  # a constant resample: NaN, left out below
+            return (rx * ry).sum(axis=-1) / np.sqrt((rx * rx).sum(axis=-1) * (ry * ry).sum(axis=-1))
+
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 10_000_000 // len(a))  # replicates at a time: bounded memory for a large pool
+    replicates = []
+    for start in range(0, n_bootstrap, chunk):
+        draws = rng.integers(0, len(a), size=(min(chunk, n_bootstrap - start), len(a)))
+        replicates.append(spearman(a[draws], b[draws]))
+    replicates = np.concatenate(replicates)
+    low, high = interval(replicates[np.isfinite(replicates)], level)
+    return Correlation(float(spearman(a, b)), low, high, len(a))

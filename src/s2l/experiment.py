@@ -256,10 +256,11 @@ def _fmt(value) -> str:
 
 # -- proxy → target transfer ----------------------------------------------------------------------------------------
 def transfer(proxy_run: Path, target_run: Path) -> dict:
-    """Rank agreement between proxy and target trajectories on the pool: final loss and LP(1)."""
+    """Rank agreement between proxy and target trajectories on the pool: final loss and LP(1), each Spearman's
+    correlation with its 95% bootstrap interval over the pool's examples."""
     import numpy as np
-    from scipy.stats import spearmanr
 
+    from s2l.comparison import rank_agreement
     from s2l.selection.lp import epoch_columns, learning_percentage
     from s2l.trajectories.store import TrajectoryStore
 
@@ -270,17 +271,18 @@ def transfer(proxy_run: Path, target_run: Path) -> dict:
     keep[keep] &= target.usable[rows[keep]]
     p, t = proxy.losses[keep], target.losses[rows[keep]]
 
-    def spearman(a, b) -> float | None:  # undefined for fewer than 3 points or a constant input
-        if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
-            return None
-        return float(spearmanr(a, b).statistic)
+    def agreement(name: str, a: np.ndarray, b: np.ndarray) -> dict:
+        found = rank_agreement(a, b)
+        if found is None:  # undefined for fewer than 3 points or a constant input
+            return {f"{name}_spearman": None}
+        return {f"{name}_spearman": found.estimate, f"{name}_spearman_ci95": [found.low, found.high]}
 
-    out = {"examples": int(keep.sum()), "final_loss_spearman": spearman(p[:, -1], t[:, -1])}
+    out = {"examples": int(keep.sum()), **agreement("final_loss", p[:, -1], t[:, -1])}
     try:
         lp_p = learning_percentage(p, *epoch_columns(proxy.snapshots, 1))
         lp_t = learning_percentage(t, *epoch_columns(target.snapshots, 1))
         ok = np.isfinite(lp_p) & np.isfinite(lp_t)
-        out["lp_spearman"] = spearman(lp_p[ok], lp_t[ok])
+        out.update(agreement("lp", lp_p[ok], lp_t[ok]))
         out["lp_examples"] = int(ok.sum())
     except InputError as e:
         out["lp_spearman"] = None
