@@ -301,7 +301,9 @@ class EvalConfig(ScoringSettings):
     """Held-out response loss, and answer accuracy from greedy generation."""
 
     max_new_tokens: int = setting(256, "Generation length for answer accuracy.", minimum=1)
-    batch_size: int = setting(16, "Prompts per generation batch.", minimum=1)
+    # 64: rows that finish leave the batch, and each decoding step reads all the weights once whatever the batch,
+    # so a row costs a third of what it does in a batch of 16 (Gemma-3-270M on a CPU; docs/benchmarks.md).
+    batch_size: int = setting(64, "Prompts per generation batch.", minimum=1)
     generate: bool = setting(True, "Generate answers and score them (off: held-out loss only).",
                              flags=("--generate/--no-generate",))
     limit: int | None = setting(None, "Evaluate the first N examples only.", minimum=1)
