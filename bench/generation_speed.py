@@ -66,7 +66,7 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     from s2l.config import EvalConfig
     from s2l.data.tokenize import load_pool_as
-    from s2l.evaluation import _eos_ids, greedy_decode, prompt_ids
+    from s2l.evaluation import _eos_ids, greedy_decode, left_pad, prompt_ids
     from s2l.models import load_model, load_tokenizer, resolve
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -84,10 +84,7 @@ def main(argv=None) -> dict:
     outputs = {"generate": [], "s2l": []}
     load = CpuShare()
     for k, start in enumerate(range(0, len(order), args.batch_size)):
-        batch = [prompts[i] for i in order[start : start + args.batch_size]]
-        width = max(len(p) for p in batch)
-        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch])
-        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch])
+        input_ids, attention = left_pad([prompts[i] for i in order[start : start + args.batch_size]], pad)
         variants = [("generate", generate_batch), ("s2l", lambda *a: greedy_decode(*a[:5]))]
         for name, run in variants if k % 2 == 0 else variants[::-1]:  # alternate which goes first
             began = time.perf_counter()

@@ -13,7 +13,7 @@ import torch
 
 from s2l.data import load_pool, tokenize_examples
 from s2l.evaluation import (EvalConfig, answers_match, evaluate, extract_answer, find_answer,
-                            Verdict, generate_completions, greedy_decode, judge, prompt_ids)
+                            Verdict, generate_completions, greedy_decode, judge, left_pad, prompt_ids)
 
 from helpers import reference_losses
 
@@ -141,10 +141,8 @@ def test_greedy_decode_is_generate_with_finished_rows_dropped(tiny_model_dir, te
     torch.manual_seed(2)
     model = LlamaForCausalLM(config).double().eval()  # float64: a changed batch shape cannot flip an argmax
     prompts = [prompt_ids(tokenizer, e) for e in load_pool(test_split).examples][:10]
-    width = max(len(p) for p in prompts)
-    pad = tokenizer.pad_token_id
-    input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-    attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    input_ids, attention = left_pad(prompts, tokenizer.pad_token_id)
+    width, pad = input_ids.shape[1], tokenizer.pad_token_id
     greedy = dict(do_sample=False, num_beams=1, temperature=None, top_p=None, top_k=None, pad_token_id=pad)
     with torch.inference_mode():
         free = model.generate(input_ids=input_ids, attention_mask=attention, max_new_tokens=12, min_new_tokens=12,

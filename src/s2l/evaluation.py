@@ -141,6 +141,18 @@ class Completion:
     stopped: bool  # ended with EOS (False: cut at max_new_tokens)
 
 
+def left_pad(prompts: Sequence[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input ids and attention mask of prompts padded on the left: every prompt ends at the same position,
+    where generation starts."""
+    width = max(len(p) for p in prompts)
+    input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        input_ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
+        attention[row, width - len(prompt):] = 1
+    return input_ids, attention
+
+
 @torch.inference_mode()
 def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
                   eos_ids: Sequence[int]) -> list[list[int]]:
@@ -202,13 +214,7 @@ def generate_completions(model, tokenizer, prompts: Sequence[list[int]], max_new
         for start in range(0, len(order), batch_size):
             fault_point("generation batch")
             batch = order[start : start + batch_size]
-            width = max(len(prompts[i]) for i in batch)
-            # Left padding: every prompt ends at the same position, where generation starts.
-            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            attention = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                input_ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i], dtype=torch.long)
-                attention[row, width - len(prompts[i]):] = 1
+            input_ids, attention = left_pad([prompts[i] for i in batch], pad)
             generated = greedy_decode(model, input_ids.to(device), attention.to(device), max_new_tokens, eos)
             for i, tokens in zip(batch, generated):
                 stopped = bool(tokens) and tokens[-1] in eos

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 ALL = "all"  # every test item of every test set together
 RANDOM = "random"
 METRICS = ("loss", "accuracy")
+VERDICT_WORDS = {"win": "**win**", "loss": "**loss**", "no difference": "no difference"}  # as results.md shows them
 RESULT_COLUMNS = ["label", "method", "budget", "seed", "test", "n_train", "n_loss", "loss", "n_judged", "accuracy",
                   "select_seconds", "train_seconds", "eval_seconds"]
 SUMMARY_COLUMNS = ["label", "method", "budget", "seeds", "n_train", "test", "metric", "n_items", "value", "low", "high",
@@ -245,7 +246,7 @@ def _value(s: dict, metric: str, key: str = "value") -> str:
     low, high, sign = ("low", "high", "") if key == "value" else (f"{key}_low", f"{key}_high", "+")
     text = f"{s[key] * scale:{sign}.{digits}f} [{s[low] * scale:.{digits}f}, {s[high] * scale:.{digits}f}]"
     verdict = s.get(f"{key}_verdict")
-    return text + ({"win": " **win**", "loss": " **loss**"}.get(verdict, "") if verdict else "")
+    return text + (f" {VERDICT_WORDS[verdict]}" if verdict in ("win", "loss") else "")
 
 
 def markdown(name: str, summary: list[dict], tests: list[str], costs: list[dict], recording: dict | None,
@@ -299,9 +300,6 @@ def markdown(name: str, summary: list[dict], tests: list[str], costs: list[dict]
     return "\n".join(lines)
 
 
-VERDICT_WORDS = {"win": "**win**", "loss": "**loss**", "no difference": "no difference"}
-
-
 def verdict_section(summary: list[dict]) -> list[str]:
     """Every comparison's verdict on one screen: a table per baseline (random at the same budget, the full
     pool), one row per method and budget, one column per metric and test set, and the count of each verdict.
@@ -314,8 +312,9 @@ def verdict_section(summary: list[dict]) -> list[str]:
         columns = list(dict.fromkeys((s["metric"], s["test"]) for s in judged))
         verdicts = {(s["label"], str(s["budget"]), s["metric"], s["test"]): s[f"{key}_verdict"] for s in judged}
         counted = [v for (_, _, _, test), v in verdicts.items() if test != ALL]
+        tally = {v: counted.count(v) for v in VERDICT_WORDS}
         plural = {"win": "wins", "loss": "losses", "no difference": "no difference"}
-        counts = ", ".join(f"{counted.count(v)} {v if counted.count(v) == 1 else plural[v]}" for v in VERDICT_WORDS)
+        counts = ", ".join(f"{n} {v if n == 1 else plural[v]}" for v, n in tally.items())
         lines += [f"Against {against} ({len(counted)} comparisons: {counts}):", "",
                   "| method | budget | " + " | ".join(f"{metric}: {test}" for metric, test in columns) + " |",
                   "|" + "---|" * (2 + len(columns))]
