@@ -74,7 +74,7 @@ def test_same_settings_give_the_same_numbers(tiny_run, tiny_model_dir, math_pool
             assert (tiny_run.root / name).read_bytes() == (again.root / name).read_bytes(), name
     first, second = tiny_run.manifest, again.manifest
     for manifest in (first, second):
-        manifest.pop("wall_seconds"), manifest.pop("seconds")
+        manifest.pop("wall_seconds"), manifest.pop("process_wall_seconds"), manifest.pop("seconds")
     assert first == second
     assert first["environment"]["torch_threads"] >= 1
 
@@ -97,6 +97,9 @@ def test_killed_record_resumes_to_the_same_numbers(tiny_run, tiny_model_dir, mat
     assert result.returncode == 0, result.stderr
     assert "resuming" in result.stderr
     np.testing.assert_array_equal(store.load().losses, tiny_run.load().losses)
+    # The killed process's time, up to the state the run resumed from, is counted with the second's.
+    manifest = store.manifest
+    assert manifest["wall_seconds"] > manifest["process_wall_seconds"] > 0
 
 
 def test_complete_cells_are_not_recomputed_and_missing_ones_are(tiny_model_dir, math_pool, tmp_path):

@@ -205,6 +205,8 @@ def test_interrupted_train_resumes_to_the_same_weights(trained, tiny_model_dir, 
 
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["resumed_from_step"] == 6
+    # The times are the whole training's: the interrupted process's, up to its state, are carried over.
+    assert manifest["wall_seconds"] > manifest["process_wall_seconds"] > 0
     first, second = load(trained).state_dict(), load(out).state_dict()
     for name in first:
         torch.testing.assert_close(first[name], second[name], rtol=0, atol=1e-6, msg=name)

@@ -153,7 +153,7 @@ def train(data: str | Path, model: str, out: str | Path, config: TrainConfig | N
         if config.lora:
             net = _add_lora(net, config)
         tuning = FineTuning(net, trainable, config, device, schedule=config.lr_scheduler)
-        history = _fit(tuning, tmp, resume_from, show_progress)
+        history = _fit(tuning, tmp, resume_from, show_progress, started)
         saved = _save_model(tuning.trained_model(), tok, tmp, config, use_cache)
         for leftover in [tmp / JOB, *tmp.glob("train_state-*")]:
             shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
@@ -216,16 +216,21 @@ def _state_to_resume(aside: Path, job: dict, config: TrainConfig) -> Path | None
     return None
 
 
-def _fit(tuning: FineTuning, folder: Path, resume_from: Path | None, show_progress: bool) -> dict:
+def _fit(tuning: FineTuning, folder: Path, resume_from: Path | None, show_progress: bool, started: float) -> dict:
     """Train to the last step (from a saved state, if given), keeping every step's loss and learning rate;
-    with `resume`, save the state every `save_steps`. Returns the history."""
+    with `resume`, save the state every `save_steps`. Returns the history.
+
+    The times are the whole training's: a saved state keeps the seconds spent up to it (`started`: when this
+    process began), so a resumed training reports what an uninterrupted one would, plus its restarts."""
     config = tuning.config
-    history = {"losses": {}, "rates": {}, "resumed_from": None, "training_seconds": 0.0}
+    history = {"losses": {}, "rates": {}, "resumed_from": None, "training_seconds": 0.0, "earlier_wall_seconds": 0.0}
     if resume_from is not None:
         saved = tuning.load_state(resume_from)
         history["resumed_from"] = tuning.step
         history["losses"] = {int(k): v for k, v in saved.get("losses", {}).items()}
         history["rates"] = {int(k): v for k, v in saved.get("rates", {}).items()}
+        history["training_seconds"] = saved.get("training_seconds", 0.0)  # states saved before the times were kept: 0
+        history["earlier_wall_seconds"] = saved.get("wall_seconds", 0.0)
     pending: dict[int, torch.Tensor] = {}  # losses still on the device: read in one go, no wait per step
     with make_progress(disable=not show_progress) as progress:
         task = progress.add_task("training", total=tuning.total_steps, completed=tuning.step, info="")
@@ -247,7 +252,9 @@ def _fit(tuning: FineTuning, folder: Path, resume_from: Path | None, show_progre
                 log.info(f"step {tuning.step}/{tuning.total_steps}  epoch {tuning.step / tuning.steps_per_epoch:.2f}  "
                          f"loss {np.mean(recent):.4f}")
             if config.resume and tuning.step % config.save_steps == 0 and not done:
-                tuning.save_state(folder, extra={"losses": history["losses"], "rates": history["rates"]})
+                wall = history["earlier_wall_seconds"] + time.time() - started
+                tuning.save_state(folder, extra={"losses": history["losses"], "rates": history["rates"],
+                                                 "training_seconds": history["training_seconds"], "wall_seconds": wall})
     return history
 
 
@@ -310,8 +317,10 @@ def _manifest(data, model, model_path, pool, tokenized, trainable, excluded, job
         "last_step_loss": round(losses[max(losses)], 6) if losses else None,
         "epoch_mean_loss": epoch_means,
         "run_mean_loss": round(float(np.mean(list(losses.values()))), 6) if losses else None,
-        "wall_seconds": round(time.time() - started, 1),
-        "seconds": {"training": round(history["training_seconds"], 3)},  # in optimizer steps, this process
+        # Over every process of a resumed training: earlier ones up to the state this one resumed from.
+        "wall_seconds": round(history["earlier_wall_seconds"] + time.time() - started, 1),
+        "process_wall_seconds": round(time.time() - started, 1),
+        "seconds": {"training": round(history["training_seconds"], 3)},  # in optimizer steps
     }
 
 

@@ -297,6 +297,8 @@ class ProxyRun:
         self.store, self.manifest, self.plan = store, manifest, manifest["snapshots"]
         self.tokenizer, self.tokenized, self.trainable = tokenizer, tokenized, trainable
         self.config, self.score_config, self.device, self.group = config, score_config, device, group
+        # Wall seconds: this process's from here, plus (once resumed) what earlier ones spent up to their state.
+        self.started, self.earlier_seconds = time.time(), 0.0
         torch.manual_seed(config.seed)
         model = load_model(model_path, "float32", device)
         model.config.use_cache = False
@@ -318,9 +320,10 @@ class ProxyRun:
         self.seconds = dict.fromkeys(("training", "capture", "scoring", "saving"), 0.0)
 
     def run(self, progress) -> dict:
-        """Train to the end, taking every snapshot; returns where this process's time went, in seconds."""
+        """Train to the end, taking every snapshot; returns where the run's time went, in seconds (a resumed
+        run's earlier processes included, up to the state it resumed from)."""
         self.resume()
-        tuning, started = self.tuning, time.time()
+        tuning = self.tuning
         snapshot_at: dict[int, list[int]] = {}
         for k, s in enumerate(self.plan):
             snapshot_at.setdefault(s["step"], []).append(k)
@@ -340,15 +343,17 @@ class ProxyRun:
                 self.take_snapshot(k, progress)
                 if progress.disable and self.group.is_main:  # no live bars (not a terminal): a line per snapshot
                     log.info(f"step {tuning.step}/{tuning.total_steps}: snapshot {k} ({self.plan[k]['label']}) "
-                             f"written ({time.time() - started:.0f}s)")
+                             f"written ({self.wall_seconds():.0f} s into the run)")
         return {name: round(value, 3) for name, value in self.seconds.items()}
 
     def resume(self) -> None:
         """Continue from the latest training state, if a killed run left one."""
         state = latest_state(self.store.root)
         if state is not None:
-            self.tuning.load_state(state)
+            saved = self.tuning.load_state(state)
             self.saved_at = self.tuning.step
+            self.earlier_seconds = saved.get("wall_seconds", 0.0)  # 0 in states saved before the times were kept
+            self.seconds.update(saved.get("seconds", {}))
             log.info(f"resuming {self.store.root} at step {self.tuning.step} of {self.tuning.total_steps}")
         for k, s in enumerate(self.plan):
             if s["step"] < self.tuning.step and self.store.missing_shards(k, self.manifest["n_shards"]):
@@ -372,6 +377,10 @@ class ProxyRun:
             if self.group.is_main:
                 _save_checkpoint(self.store.root, k, self.plan[k], self.model, self.tokenizer, weights)
             self.seconds["saving"] += time.perf_counter() - clock
+
+    def wall_seconds(self) -> float:
+        """The run's wall time so far, over all its processes (up to the state each resumed from)."""
+        return self.earlier_seconds + time.time() - self.started
 
     def keep_visits(self, members: np.ndarray, token_ce: torch.Tensor, rows: torch.Tensor) -> None:
         """In-training capture: each example's mean response-token loss, from this very forward pass."""
@@ -405,7 +414,8 @@ class ProxyRun:
         clock = time.perf_counter()
         gathered = full_state(self.model, self.tuning.optimizer) if self.sharded else None  # all take part
         if self.group.is_main:
-            self.tuning.save_state(self.store.root, gathered)
+            self.tuning.save_state(self.store.root, gathered,
+                                   extra={"wall_seconds": self.wall_seconds(), "seconds": self.seconds})
         self.group.barrier()
         self.saved_at = self.tuning.step
         self.seconds["saving"] += time.perf_counter() - clock
@@ -484,7 +494,6 @@ def record(data: str | Path, proxy: str, out: str | Path, config: RecordConfig |
                 log.info(f"{out}: already complete ({len(plan)} snapshots); nothing to do")
             return store
 
-        started = time.time()
         with make_progress(disable=not show_progress or not group.is_main) as progress:
             run = ProxyRun(store, manifest, model_path, tok, tokenized, trainable, config, score_config, device, group)
             seconds = run.run(progress)
@@ -492,8 +501,8 @@ def record(data: str | Path, proxy: str, out: str | Path, config: RecordConfig |
         if group.is_main:
             for leftover in store.root.glob("train_state-*"):
                 shutil.rmtree(leftover, ignore_errors=True)
-            # `seconds`: this process's share only, when the run was resumed.
-            store.update_manifest(complete=True, wall_seconds=round(time.time() - started, 1), seconds=seconds,
+            store.update_manifest(complete=True, wall_seconds=round(run.wall_seconds(), 1), seconds=seconds,
+                                  process_wall_seconds=round(time.time() - run.started, 1),
                                   processes=group.world)
         group.barrier()  # nobody reads a manifest rank 0 is still writing
         return store
