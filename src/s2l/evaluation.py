@@ -172,7 +172,7 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     # Positions count a row's own tokens, not its padding (as generate() numbers a left-padded row).
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     output = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True, **trim)
-    cache = output.past_key_values
+    cache = getattr(output, cache_name)  # the output's field has the keyword's name, in both versions
     next_position = positions[:, -1:] + 1
     prompt_of = torch.arange(len(input_ids), device=device)  # the prompt each batch row continues
     finished = torch.zeros(len(input_ids), dtype=torch.bool, device=device)
