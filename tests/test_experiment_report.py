@@ -26,13 +26,15 @@ def test_verdict_section_tabulates_and_counts_every_comparison():
     assert verdict_section(summary) == [
         "## Verdict", "",
         # `all` has a column but no count: its items are gsm8k's again.
-        "Against random at the same budget (3 comparisons: 1 win, 1 loss, 1 no difference):", "",
+        "Against random at the same budget (3 comparisons, not counting `all`, which pools the other sets' items: "
+        "1 win, 1 loss, 1 no difference):", "",
         "| method | budget | loss: all | loss: gsm8k | accuracy: gsm8k |",
         "|---|---|---|---|---|",
         "| s2l | 0.1 | **win** | **win** | no difference |",
         "| lp | 0.1 | – | **loss** | – |",
         "",
-        "Against the full pool (3 comparisons: 0 wins, 2 losses, 1 no difference):", "",
+        "Against the full pool (3 comparisons, not counting `all`, which pools the other sets' items: "
+        "0 wins, 2 losses, 1 no difference):", "",
         "| method | budget | loss: all | loss: gsm8k | accuracy: gsm8k |",
         "|---|---|---|---|---|",
         "| random | 0.1 | **loss** | – | – |",

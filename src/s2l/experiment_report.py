@@ -315,7 +315,8 @@ def verdict_section(summary: list[dict]) -> list[str]:
         tally = {v: counted.count(v) for v in VERDICT_WORDS}
         plural = {"win": "wins", "loss": "losses", "no difference": "no difference"}
         counts = ", ".join(f"{n} {v if n == 1 else plural[v]}" for v, n in tally.items())
-        lines += [f"Against {against} ({len(counted)} comparisons: {counts}):", "",
+        note = ", not counting `all`, which pools the other sets' items" if len(counted) < len(verdicts) else ""
+        lines += [f"Against {against} ({len(counted)} comparisons{note}: {counts}):", "",
                   "| method | budget | " + " | ".join(f"{metric}: {test}" for metric, test in columns) + " |",
                   "|" + "---|" * (2 + len(columns))]
         for label, budget in dict.fromkeys((s["label"], str(s["budget"])) for s in judged):
