@@ -107,10 +107,10 @@ class Experiment:
         cells = self.config.cells()
         smallest = min((float(c.budget) for c in cells if c.budget is not None), default=None)
         rows = []
-        for cell in cells:
+        for position, cell in enumerate(cells, 1):
             if cell.budget is not None and float(cell.budget) > smallest:  # the smallest budget's cells are done
                 self._target_trajectories(proxy_run)
-            rows.append(self._run_cell(cell, proxy_run))
+            rows.append(self._run_cell(cell, proxy_run, f"{position} of {len(cells)}"))
             self._write_results(rows)
             self._print_row(rows[-1])
         self._target_trajectories(proxy_run)
@@ -173,12 +173,12 @@ class Experiment:
     def _finished_row(self, cell: Cell) -> dict:
         return json.loads((self.cell_dir(cell) / "metrics.json").read_text(encoding="utf-8"))["row"]
 
-    def _run_cell(self, cell: Cell, proxy_run: Path) -> dict:
+    def _run_cell(self, cell: Cell, proxy_run: Path, position: str) -> dict:
         folder = self.cell_dir(cell)
         metrics_path = folder / "metrics.json"
         if metrics_path.is_file():  # finished before: skip
             return self._finished_row(cell)
-        log.info(f"cell {cell.key}")
+        log.info(f"cell {cell.key} ({position})")
         row: dict[str, Any] = {"key": cell.key, "label": cell.method.label, "method": cell.method.name,
                                "budget": "all" if cell.budget is None else cell.budget, "seed": cell.seed}
         subset, row["select_seconds"] = self._select(cell, proxy_run, folder)
