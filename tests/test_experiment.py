@@ -167,19 +167,20 @@ def test_the_benchmark_configs_are_valid(name):
     assert {"full", "random", "source-random", "s2l", "s2l-pooled", "lp", "perplexity-mid", "cluster-random"} <= labels
 
 
-def test_the_real_data_benchmark_configs_are_valid():
+@pytest.mark.parametrize("host", ["cpu", "gpu"])
+def test_the_real_data_benchmark_configs_are_valid(host):
     from s2l.experiment import Experiment
 
-    folder = Path(__file__).parents[1] / "bench" / "quality" / "real-cpu"
-    math = ExperimentConfig.load(folder / "real-cpu.yaml")
+    folder = Path(__file__).parents[1] / "bench" / "quality" / f"real-{host}"
+    math = ExperimentConfig.load(folder / f"real-{host}.yaml")
     Experiment(math).check()
     cells = math.cells()
     # The design: full; random at 10/30/50% (3 seeds); s2l (3) and source-random (2) at 10/30%; five more at 10/30%.
     assert len(cells) == 1 + 9 + 6 + 4 + 10 and cells[0].key == "full/all-s0"
     assert all(c.budget == 0.1 for c in cells[1:14]) and {c.seed for c in cells if c.method.name == "random"} == {0, 1, 2}
-    assert {t.name for t in math.test_sets()} == {"in_domain", "gsm8k", "svamp"}
+    assert {"in_domain", "gsm8k", "svamp"} <= {t.name for t in math.test_sets()}
     assert math.score_config("proxy").ifd  # the ifd method reads the response-alone column
-    dolly = ExperimentConfig.load(folder / "dolly-cpu.yaml")
+    dolly = ExperimentConfig.load(folder / f"dolly-{host}.yaml")
     Experiment(dolly).check()
     assert {c.method.label for c in dolly.cells()} == {"full", "random", "lp", "lp-app", "s2l"}
 
