@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from s2l.cli import app
 from s2l.errors import InputError
-from s2l.experiment import ExperimentConfig
+from s2l.experiment import Experiment, ExperimentConfig
 
 from helpers import make_pool
 
@@ -93,6 +93,9 @@ def test_experiment_runs_every_cell_and_summarises(tiny_model_dir, pool_dir, tmp
     assert (cell / "selection" / "manifest.json").is_file() and (cell / "metrics.json").is_file()
     assert (cell / "eval" / "one_source" / "predictions.jsonl").is_file()
     assert not (cell / "model").exists()
+    status = Experiment(ExperimentConfig.load(config, out)).status()
+    assert status["finished"] == 5 and {c["state"] for c in status["cells"]} == {"finished"}
+    assert status["target_recorded"] and status["transfer"] and status["estimate_seconds"] == 0
     # --analyze rewrites the same results from the finished cells, running nothing.
     before = {name: (out / name).read_bytes() for name in ("results.csv", "summary.csv", "results.md")}
     for name in before:
@@ -127,6 +130,15 @@ def test_a_killed_experiment_finishes_only_the_missing_cells(tiny_model_dir, poo
     os.killpg(child.pid, signal.SIGKILL)
     child.wait()
     finished_at = first.stat().st_mtime_ns
+    # --status reads the markers the killed run left, and estimates the rest from the finished cell's rates.
+    result = runner.invoke(app, ["experiment", str(config), "--out", str(out), "--status"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith(f"{out}: 1 of 2 cells finished; about ") and "h left" in lines[0]
+    assert "random/b0.25-s0  finished (training " in result.output
+    assert any(line.split()[:2] in (["random/b0.5-s0", "pending"], ["random/b0.5-s0", "started:"]) for line in lines)
+    status = Experiment(ExperimentConfig.load(config, out)).status()
+    assert status["proxy_recorded"] and not status["target_asked"] and status["estimate_seconds"] > 0
     done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert first.stat().st_mtime_ns == finished_at  # not recomputed
@@ -158,7 +170,6 @@ def test_bad_configs_are_clear_errors(tmp_path, pool_dir):
 
 @pytest.mark.parametrize("name", ["cpu.yaml", "gpu.yaml"])
 def test_the_benchmark_configs_are_valid(name):
-    from s2l.experiment import Experiment
 
     config = ExperimentConfig.load(Path(__file__).parents[1] / "bench" / "quality" / name)
     Experiment(config).check()
@@ -169,7 +180,6 @@ def test_the_benchmark_configs_are_valid(name):
 
 @pytest.mark.parametrize("host", ["cpu", "gpu"])
 def test_the_real_data_benchmark_configs_are_valid(host):
-    from s2l.experiment import Experiment
 
     folder = Path(__file__).parents[1] / "bench" / "quality" / f"real-{host}"
     math = ExperimentConfig.load(folder / f"real-{host}.yaml")
@@ -186,7 +196,6 @@ def test_the_real_data_benchmark_configs_are_valid(host):
 
 
 def test_a_bad_line_in_a_filtered_test_file_names_its_file_and_line(tmp_path, pool_dir):
-    from s2l.experiment import Experiment
 
     test = tmp_path / "test.jsonl"
     test.write_text('{"instruction": "q", "output": "a", "source": "x"}\n{"instruction": "q2", "output": \n')

@@ -583,6 +583,8 @@ def experiment(
     out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: the config's `out`, else runs/NAME)."),
     device: Optional[str] = DEVICE, no_progress: bool = NO_PROGRESS,
     analyze: bool = typer.Option(False, "--analyze", help="Only rewrite the results from the cells finished so far."),
+    status: bool = typer.Option(False, "--status", help="Only say where the run stands: what is finished, started and "
+                                "left, and a time estimate (reads markers only; safe beside a running experiment)."),
 ):
     """Record trajectories once, then select, train and evaluate the target for every method, budget and seed.
 
@@ -596,10 +598,33 @@ def experiment(
     from s2l.experiment import Experiment, ExperimentConfig
 
     runner = Experiment(ExperimentConfig.load(config, out), device=device, show_progress=not no_progress)
-    if analyze:
+    if status:
+        _print_status(runner.status())
+    elif analyze:
         runner.analyze()
     else:
         runner.run()
+
+
+def _print_status(status: dict) -> None:
+    cells = status["cells"]
+    left = status["estimate_seconds"]
+    estimate = ("" if left is None or status["finished"] == len(cells)
+                else f"; about {left / 3600:.1f} h left at the finished cells' rates (the target's trajectories not counted)")
+    typer.echo(f"{status['out']}: {status['finished']} of {len(cells)} cells finished{estimate}")
+    typer.echo(f"proxy trajectories: {'recorded' if status['proxy_recorded'] else 'not recorded yet'}")
+    if status["target_asked"]:
+        typer.echo("target trajectories: " + ("not recorded yet" if not status["target_recorded"] else "recorded"
+                                              + ("; transfer.json written" if status["transfer"] else "")))
+    width = max(len(c["key"]) for c in cells)
+    for c in cells:
+        if c["state"] == "finished":
+            detail = f"finished (training {c['train_seconds']:.0f} s, evaluation {c['eval_seconds']:.0f} s)"
+        elif c["state"] == "started":
+            detail = "started: " + (", ".join(c["done"]) or "nothing finished yet")
+        else:
+            detail = "pending"
+        typer.echo(f"  {c['key']:<{width}}  {detail}")
 
 
 def main() -> None:

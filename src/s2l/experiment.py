@@ -100,6 +100,60 @@ class Experiment:
             self._write_results(rows)
             return rows
 
+    def status(self) -> dict:
+        """Where the run stands, read from its completion markers alone: safe beside a running experiment (it
+        takes no lock and writes nothing). Each cell is `finished`, `started` (with what is done) or `pending`;
+        `estimate_seconds` is the time the unfinished cells would take at the finished ones' rates (training
+        seconds per trained example, evaluation seconds per cell), the target's trajectories not counted."""
+        from s2l.training import JOB
+        from s2l.fine_tuning import latest_state
+
+        def recorded(role: str) -> bool:
+            manifest = self.out / f"{role}-run" / "manifest.json"
+            return manifest.is_file() and bool(json.loads(manifest.read_text(encoding="utf-8")).get("complete"))
+
+        cells, finished = [], []
+        for cell in self.config.cells():
+            folder = self.cell_dir(cell)
+            entry: dict[str, Any] = {"key": cell.key, "state": "pending", "done": []}
+            if (folder / "metrics.json").is_file():
+                row = self._finished_row(cell)
+                finished.append(row)
+                entry.update(state="finished", train_seconds=row["train_seconds"], eval_seconds=row["eval_seconds"])
+            elif folder.is_dir():
+                entry["state"] = "started"
+                if (folder / "selection" / "manifest.json").is_file():
+                    entry["done"].append("selected")
+                aside = folder / ".model.train-tmp"
+                if (folder / "model" / "s2l_train.json").is_file():
+                    entry["done"].append("trained")
+                elif (aside / JOB).is_file() and (state := latest_state(aside)) is not None:
+                    entry["done"].append(f"training saved at step {int(state.name.rsplit('-', 1)[-1])}")
+                entry["done"] += [f"evaluated {t.name}" for t in self.config.test_sets()
+                                  if (folder / "eval" / t.name / "metrics.json").is_file()]
+            cells.append(entry)
+        return {"out": str(self.out), "proxy_recorded": recorded("proxy"),
+                "target_asked": bool(self.config.target.get("trajectories")), "target_recorded": recorded("target"),
+                "transfer": (self.out / "transfer.json").is_file(), "cells": cells,
+                "finished": len(finished), "estimate_seconds": self._estimate(finished)}
+
+    def _estimate(self, finished: list[dict]) -> float | None:
+        """Seconds the unfinished cells would take at the finished cells' rates; None before a subset's cell has
+        finished."""
+        from s2l.selection.base import resolve_budget
+
+        subsets = [r for r in finished if r["budget"] != "all" and r.get("n_train")]
+        if not finished or not subsets:
+            return None
+        per_example = sum(r["train_seconds"] for r in subsets) / sum(r["n_train"] for r in subsets)
+        per_eval = sum(r["eval_seconds"] for r in finished) / len(finished)
+        done = {r["key"] for r in finished}
+        pool = next((r["n_train"] for r in finished if r["budget"] == "all"), None)
+        if pool is None:
+            pool = sum(1 for line in self.pool.open("rb") if line.strip()) if self.pool.is_file() else 0
+        left = [c for c in self.config.cells() if c.key not in done]
+        return sum(per_eval + per_example * (pool if c.budget is None else resolve_budget(c.budget, pool)) for c in left)
+
     def _run(self, started: float) -> list[dict]:
         self._generate_data()
         self._write_test_files()
