@@ -17,7 +17,7 @@ from s2l.errors import InputError
 from s2l.fine_tuning import FineTuning
 from s2l.trajectories.record import record
 from s2l.trajectories.scoring import pad_batch, score_examples, token_losses
-from s2l.training import MANIFEST, train
+from s2l.training import MANIFEST, saved_step, train
 
 # 40 examples in batches of 8: 5 steps an epoch, 10 in all.
 FAST = dict(epochs=2, batch_size=8, learning_rate=1e-3, precision="float32", logging_steps=5)
@@ -200,6 +200,7 @@ def test_interrupted_train_resumes_to_the_same_weights(trained, tiny_model_dir, 
     with pytest.raises(KeyboardInterrupt):
         train(math_pool, str(tiny_model_dir), out, config, show_progress=False)
     assert not out.exists(), "an interrupted training leaves nothing that looks finished"
+    assert saved_step(out) == 6  # what `s2l experiment --status` reports
     monkeypatch.setattr(FineTuning, "train_step", train_step)
     train(math_pool, str(tiny_model_dir), out, config, show_progress=False)
 
@@ -211,6 +212,7 @@ def test_interrupted_train_resumes_to_the_same_weights(trained, tiny_model_dir, 
     for name in first:
         torch.testing.assert_close(first[name], second[name], rtol=0, atol=1e-6, msg=name)
     assert not list(tmp_path.glob(".*")), "the state goes once the training is finished"
+    assert saved_step(out) is None
     assert not list(out.glob("train_state-*"))
     # The losses of the steps before the interruption were kept with the state.
     log = [json.loads(line) for line in (out / MANIFEST.replace(".json", "_log.jsonl")).read_text().splitlines()]

@@ -105,8 +105,7 @@ class Experiment:
         takes no lock and writes nothing). Each cell is `finished`, `started` (with what is done) or `pending`;
         `estimate_seconds` is the time the unfinished cells would take at the finished ones' rates (training
         seconds per trained example, evaluation seconds per cell), the target's trajectories not counted."""
-        from s2l.training import JOB
-        from s2l.fine_tuning import latest_state
+        from s2l.training import saved_step
 
         def recorded(role: str) -> bool:
             manifest = self.out / f"{role}-run" / "manifest.json"
@@ -124,11 +123,10 @@ class Experiment:
                 entry["state"] = "started"
                 if (folder / "selection" / "manifest.json").is_file():
                     entry["done"].append("selected")
-                aside = folder / ".model.train-tmp"
                 if (folder / "model" / "s2l_train.json").is_file():
                     entry["done"].append("trained")
-                elif (aside / JOB).is_file() and (state := latest_state(aside)) is not None:
-                    entry["done"].append(f"training saved at step {int(state.name.rsplit('-', 1)[-1])}")
+                elif (step := saved_step(folder / "model")) is not None:
+                    entry["done"].append(f"training saved at step {step}")
                 entry["done"] += [f"evaluated {t.name}" for t in self.config.test_sets()
                                   if (folder / "eval" / t.name / "metrics.json").is_file()]
             cells.append(entry)

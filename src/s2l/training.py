@@ -141,7 +141,7 @@ def train(data: str | Path, model: str, out: str | Path, config: TrainConfig | N
             raise InputError("holds a finished training of other data, model or settings; choose another --out "
                              "or pass --overwrite", out)
 
-    aside = out.with_name(f".{out.name}.train-tmp")  # a fixed name, so that a resumed run finds its state
+    aside = aside_folder(out)
     resume_from = _state_to_resume(aside, job, config)
     started = time.time()
     with building_directory(out, name=aside.name, keep_on_error=config.resume) as tmp:
@@ -198,6 +198,19 @@ def _trainable(data, pool, tokenized, max_length: int) -> tuple[list, dict]:
     if not trainable:
         raise InputError("no example has a response token left to train on", data)
     return trainable, excluded
+
+
+def aside_folder(out: Path) -> Path:
+    """Where a training into `out` is built, and where an interrupted one keeps its state: a fixed name, so that
+    a resumed run finds it."""
+    return out.with_name(f".{out.name}.train-tmp")
+
+
+def saved_step(out: Path) -> int | None:
+    """The step an interrupted training into `out` saved its state at, if it did."""
+    aside = aside_folder(out)
+    state = latest_state(aside) if (aside / JOB).is_file() else None
+    return None if state is None else int(state.name.rsplit("-", 1)[-1])
 
 
 def _state_to_resume(aside: Path, job: dict, config: TrainConfig) -> Path | None:
