@@ -170,7 +170,6 @@ def test_bad_configs_are_clear_errors(tmp_path, pool_dir):
 
 @pytest.mark.parametrize("name", ["cpu.yaml", "gpu.yaml"])
 def test_the_benchmark_configs_are_valid(name):
-
     config = ExperimentConfig.load(Path(__file__).parents[1] / "bench" / "quality" / name)
     Experiment(config).check()
     assert config.data["generate"]["script"] and len(config.cells()) >= 20
@@ -180,7 +179,6 @@ def test_the_benchmark_configs_are_valid(name):
 
 @pytest.mark.parametrize("host", ["cpu", "gpu"])
 def test_the_real_data_benchmark_configs_are_valid(host):
-
     folder = Path(__file__).parents[1] / "bench" / "quality" / f"real-{host}"
     math = ExperimentConfig.load(folder / f"real-{host}.yaml")
     Experiment(math).check()
@@ -196,7 +194,6 @@ def test_the_real_data_benchmark_configs_are_valid(host):
 
 
 def test_a_bad_line_in_a_filtered_test_file_names_its_file_and_line(tmp_path, pool_dir):
-
     test = tmp_path / "test.jsonl"
     test.write_text('{"instruction": "q", "output": "a", "source": "x"}\n{"instruction": "q2", "output": \n')
     data = {"pool": str(pool_dir / "pool.jsonl"), "tests": {"x": {"path": str(test), "sources": ["x"]}}}

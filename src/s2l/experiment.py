@@ -71,6 +71,19 @@ class Experiment:
     def cell_dir(self, cell: Cell) -> Path:
         return self.out / "cells" / cell.key
 
+    def eval_dir(self, cell: Cell, test: TestSet) -> Path:
+        return self.cell_dir(cell) / "eval" / test.name
+
+    def _finished(self, cell: Cell) -> bool:
+        return (self.cell_dir(cell) / "metrics.json").is_file()
+
+    def _recorded(self, role: str) -> bool:
+        """Whether `role`'s trajectories are recorded to the end (a killed recording leaves its store incomplete)."""
+        from s2l.trajectories.store import TrajectoryStore
+
+        out = self.out / f"{role}-run"
+        return (out / "manifest.json").is_file() and bool(TrajectoryStore(out).manifest.get("complete"))
+
     def check(self) -> None:
         """Build every settings object now, so a typo fails in a second rather than after hours."""
         from s2l.selection import make_selector
@@ -95,7 +108,7 @@ class Experiment:
         """Rewrite the results from the cells finished so far; nothing is recorded, trained or evaluated."""
         self.check()
         with directory_lock(self.out):
-            done = [cell for cell in self.config.cells() if (self.cell_dir(cell) / "metrics.json").is_file()]
+            done = [cell for cell in self.config.cells() if self._finished(cell)]
             rows = [self._finished_row(cell) for cell in done]
             self._write_results(rows)
             return rows
@@ -105,51 +118,49 @@ class Experiment:
         takes no lock and writes nothing). Each cell is `finished`, `started` (with what is done) or `pending`;
         `estimate_seconds` is the time the unfinished cells would take at the finished ones' rates (training
         seconds per trained example, evaluation seconds per cell), the target's trajectories not counted."""
-        from s2l.training import saved_step
-
-        def recorded(role: str) -> bool:
-            manifest = self.out / f"{role}-run" / "manifest.json"
-            return manifest.is_file() and bool(json.loads(manifest.read_text(encoding="utf-8")).get("complete"))
-
-        cells, finished = [], []
+        cells, finished, left = [], [], []
         for cell in self.config.cells():
-            folder = self.cell_dir(cell)
             entry: dict[str, Any] = {"key": cell.key, "state": "pending", "done": []}
-            if (folder / "metrics.json").is_file():
+            if self._finished(cell):
                 row = self._finished_row(cell)
                 finished.append(row)
                 entry.update(state="finished", train_seconds=row["train_seconds"], eval_seconds=row["eval_seconds"])
-            elif folder.is_dir():
-                entry["state"] = "started"
-                if (folder / "selection" / "manifest.json").is_file():
-                    entry["done"].append("selected")
-                if (folder / "model" / "s2l_train.json").is_file():
-                    entry["done"].append("trained")
-                elif (step := saved_step(folder / "model")) is not None:
-                    entry["done"].append(f"training saved at step {step}")
-                entry["done"] += [f"evaluated {t.name}" for t in self.config.test_sets()
-                                  if (folder / "eval" / t.name / "metrics.json").is_file()]
+            else:
+                left.append(cell)
+                if self.cell_dir(cell).is_dir():
+                    entry.update(state="started", done=self._steps_done(cell))
             cells.append(entry)
-        return {"out": str(self.out), "proxy_recorded": recorded("proxy"),
-                "target_asked": bool(self.config.target.get("trajectories")), "target_recorded": recorded("target"),
+        return {"out": str(self.out), "proxy_recorded": self._recorded("proxy"),
+                "target_asked": bool(self.config.target.get("trajectories")), "target_recorded": self._recorded("target"),
                 "transfer": (self.out / "transfer.json").is_file(), "cells": cells,
-                "finished": len(finished), "estimate_seconds": self._estimate(finished)}
+                "finished": len(finished), "estimate_seconds": self._estimate(finished, left)}
 
-    def _estimate(self, finished: list[dict]) -> float | None:
-        """Seconds the unfinished cells would take at the finished cells' rates; None before a subset's cell has
+    def _steps_done(self, cell: Cell) -> list[str]:
+        """What a started cell has finished, from the markers each step leaves."""
+        from s2l.training import MANIFEST, saved_step
+
+        folder = self.cell_dir(cell)
+        done = ["selected"] if (folder / "selection" / "manifest.json").is_file() else []
+        if (folder / "model" / MANIFEST).is_file():
+            done.append("trained")
+        elif (step := saved_step(folder / "model")) is not None:
+            done.append(f"training saved at step {step}")
+        return done + [f"evaluated {t.name}" for t in self.config.test_sets()
+                       if (self.eval_dir(cell, t) / "metrics.json").is_file()]
+
+    def _estimate(self, finished: list[dict], left: list[Cell]) -> float | None:
+        """Seconds the `left` cells would take at the finished cells' rates; None before a subset's cell has
         finished."""
         from s2l.selection.base import resolve_budget
 
         subsets = [r for r in finished if r["budget"] != "all" and r.get("n_train")]
-        if not finished or not subsets:
+        if not subsets:
             return None
         per_example = sum(r["train_seconds"] for r in subsets) / sum(r["n_train"] for r in subsets)
         per_eval = sum(r["eval_seconds"] for r in finished) / len(finished)
-        done = {r["key"] for r in finished}
         pool = next((r["n_train"] for r in finished if r["budget"] == "all"), None)
         if pool is None:
             pool = sum(1 for line in self.pool.open("rb") if line.strip()) if self.pool.is_file() else 0
-        left = [c for c in self.config.cells() if c.key not in done]
         return sum(per_eval + per_example * (pool if c.budget is None else resolve_budget(c.budget, pool)) for c in left)
 
     def _run(self, started: float) -> list[dict]:
@@ -211,11 +222,9 @@ class Experiment:
 
     def _record(self, role: str, spec: dict[str, Any]) -> Path:
         from s2l.trajectories.record import record
-        from s2l.trajectories.store import TrajectoryStore
 
         out = self.out / f"{role}-run"
-        store = TrajectoryStore(out)
-        if out.is_dir() and (out / "manifest.json").is_file() and store.manifest.get("complete"):
+        if self._recorded(role):
             return out
         log.info(f"recording the {role}'s trajectories ({spec['model']})")
         record(self.pool, spec["model"], out, self.config.record_config(role), data_config=self.config.data_config(role),
@@ -239,7 +248,7 @@ class Experiment:
         row["n_train"] = row["train"]["n_trained"]
         row["eval_seconds"], row["tests"] = 0.0, {}
         for test in self.config.test_sets():
-            metrics, seconds = self._evaluate(model_dir, test, folder / "eval" / test.name)
+            metrics, seconds = self._evaluate(model_dir, test, self.eval_dir(cell, test))
             row["eval_seconds"] += seconds
             row["tests"][test.name] = {part: metrics.get(part) for part in ("overall", "in_domain", "ood", "by_source")}
         write_json_atomic(metrics_path, {"row": row})
@@ -261,9 +270,9 @@ class Experiment:
 
     def _train(self, cell: Cell, subset: Path, model_dir: Path) -> tuple[float, dict]:
         """Train (or find trained) the target; its wall seconds and what the cost analysis needs."""
-        from s2l.training import train
+        from s2l.training import MANIFEST, train
 
-        marker = model_dir / "s2l_train.json"
+        marker = model_dir / MANIFEST
         if not marker.is_file():
             train(subset, self.config.target["model"], model_dir, self.config.train_config(seed=cell.seed),
                   device=self.device, show_progress=self.show_progress, overwrite=True)

@@ -210,7 +210,11 @@ def saved_step(out: Path) -> int | None:
     """The step an interrupted training into `out` saved its state at, if it did."""
     aside = aside_folder(out)
     state = latest_state(aside) if (aside / JOB).is_file() else None
-    return None if state is None else int(state.name.rsplit("-", 1)[-1])
+    return None if state is None else _step_of(state)
+
+
+def _step_of(state: Path) -> int:
+    return int(state.name.rsplit("-", 1)[-1])  # the state's folder is named after its step
 
 
 def _state_to_resume(aside: Path, job: dict, config: TrainConfig) -> Path | None:
@@ -220,7 +224,7 @@ def _state_to_resume(aside: Path, job: dict, config: TrainConfig) -> Path | None
         return None
     state = latest_state(aside)
     if config.resume and _read_json(aside / JOB) == job and state is not None:
-        log.info(f"resuming an interrupted training at step {state.name.rsplit('-', 1)[-1].lstrip('0') or 0}")
+        log.info(f"resuming an interrupted training at step {_step_of(state)}")
         return state
     if state is not None:
         log.warning("discarding the state of an interrupted training "
