@@ -1,0 +1,120 @@
+"""Keep a long `s2l experiment` run's finished work in the repository, so that a session on a new machine
+(where `runs/` is gone) resumes the run instead of starting it again.
+
+    .venv/bin/python bench/quality/state.py save bench/quality/real-cpu/real-cpu.yaml     # after a step finishes
+    .venv/bin/python bench/quality/state.py restore bench/quality/real-cpu/real-cpu.yaml  # new machine, before the run
+
+The state lives beside the config, in `state/<config name>/`. It holds what the run's completion markers need
+to skip finished work: trajectory stores recorded to the end, each cell's selection, its evaluations
+(metrics.json and predictions.jsonl) and metrics.json, and transfer.json. It leaves out what is large or
+regenerated: trained models and training states (a started cell trains again), the generated data and test
+files (the seeded builder writes them again; `state.json` keeps their SHA-256, and `restore` checks them),
+locks and half-written files. Nothing here changes a number the run produces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from s2l.config import ExperimentConfig
+from s2l.errors import InputError
+from s2l.experiment import Experiment
+from s2l.fileio import building_directory, write_json_atomic
+
+
+def state_dir(config_path: Path) -> Path:
+    return config_path.parent / "state" / config_path.stem
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _inputs(experiment: Experiment) -> dict[str, Path]:
+    """The generated files a restored run reads, by their path under the run's folder."""
+    files = [experiment.pool] + [experiment.test_file(t) for t in experiment.config.test_sets()]
+    return {str(f.relative_to(experiment.out)): f for f in files if f.is_relative_to(experiment.out)}
+
+
+def kept_files(experiment: Experiment) -> list[Path]:
+    """The finished work under the run's folder, each file relative to it."""
+    out, kept = experiment.out, []
+    for role in ("proxy", "target"):
+        if experiment._recorded(role):
+            store = out / f"{role}-run"
+            kept += [p for p in store.rglob("*") if p.is_file() and not p.name.startswith(".")
+                     and not any(part.startswith(("train_state-", "checkpoints")) for part in p.relative_to(store).parts)]
+    for cell in experiment.config.cells():
+        folder = experiment.cell_dir(cell)
+        if (folder / "selection" / "manifest.json").is_file():
+            kept += [p for p in (folder / "selection").iterdir() if p.is_file() and not p.name.startswith(".")]
+        for test in experiment.config.test_sets():
+            done = experiment.eval_dir(cell, test)
+            if (done / "metrics.json").is_file():
+                kept += [done / "metrics.json", done / "predictions.jsonl"]
+        if (folder / "metrics.json").is_file():
+            kept.append(folder / "metrics.json")
+    if (out / "transfer.json").is_file():
+        kept.append(out / "transfer.json")
+    return [p.relative_to(out) for p in kept]
+
+
+def save(experiment: Experiment, state: Path) -> int:
+    files = kept_files(experiment)
+    inputs = {name: _sha256(path) for name, path in _inputs(experiment).items() if path.is_file()}
+    with building_directory(state) as tmp:  # the old state stays whole until the new one is complete
+        for name in files:
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(experiment.out / name, tmp / name)
+        write_json_atomic(tmp / "state.json", {"run": str(experiment.out), "files": len(files), "inputs": inputs})
+    return len(files)
+
+
+def restore(experiment: Experiment, state: Path) -> int:
+    """Copy the saved files the run's folder lacks (a file already there is kept), then regenerate the data
+    and check it is what the saved work was made from."""
+    record = json.loads((state / "state.json").read_text(encoding="utf-8"))
+    copied = 0
+    for path in sorted(state.rglob("*")):
+        name = path.relative_to(state)
+        if path.is_file() and name != Path("state.json") and not (experiment.out / name).exists():
+            (experiment.out / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, experiment.out / name)
+            copied += 1
+    experiment._generate_data()
+    experiment._write_test_files()
+    for name, digest in record["inputs"].items():
+        found = experiment.out / name
+        if not found.is_file() or _sha256(found) != digest:
+            raise InputError(f"the regenerated {name} differs from the one the saved work was made from; "
+                             f"the saved cells cannot be resumed on it", found)
+    return copied
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("action", choices=("save", "restore"))
+    parser.add_argument("config", type=Path)
+    args = parser.parse_args()
+    experiment = Experiment(ExperimentConfig.load(args.config))
+    state = state_dir(args.config)
+    try:
+        if args.action == "save":
+            print(f"saved {save(experiment, state)} files of {experiment.out} to {state}")
+        elif not (state / "state.json").is_file():
+            print(f"no saved state at {state}: nothing to restore")
+        else:
+            print(f"restored {restore(experiment, state)} files from {state} to {experiment.out}")
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
