@@ -118,3 +118,12 @@ def test_a_store_recorded_without_the_chunked_loss_names_it_when_resumed_with_th
     assert "chunked_loss" not in old.manifest["training"]  # as stores recorded before the option
     with pytest.raises(InputError, match=r"different settings \(training\.chunked_loss\)"):
         record(math_pool, str(tiny_model_dir), tmp_path / "run", RecordConfig(**settings), show_progress=False)
+
+
+def test_auto_precision_is_resolved_by_the_training_core(tiny_model_dir, examples):
+    # A caller that hands FineTuning the default `auto` gets what record and train would choose, not float32.
+    from s2l.models import resolve_precision
+
+    _, tuning = step_losses(tiny_model_dir, examples[:8], precision="auto")
+    assert tuning.config.precision == resolve_precision("auto", "cpu") != "auto"
+    assert tuning._autocast._enabled == (tuning.config.precision == "bf16-mixed")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -157,6 +158,10 @@ class FineTuning:
                  device: str, schedule: str = "cosine", group: ProcessGroup = ProcessGroup(), sharded: bool = False):
         from transformers import get_scheduler
 
+        from s2l.models import resolve_precision
+
+        # `auto` resolved here too, so a caller that passes the default config does not train in float32 unawares.
+        config = replace(config, precision=resolve_precision(config.precision, device))
         self.model, self.examples, self.config, self.device = model, examples, config, device
         self.group, self.sharded = group, sharded
         self.steps_per_epoch, self.total_steps, self.warmup_steps = step_counts(len(examples), config)
