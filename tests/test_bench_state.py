@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
-import csv
+import importlib.util
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
+from typer.testing import CliRunner
+
+from s2l.cli import app
 from s2l.experiment import Experiment, ExperimentConfig
 
 from test_experiment import pool_dir, write_config  # noqa: F401  (pool_dir: the fixture)
 
-STATE = Path(__file__).resolve().parents[1] / "bench" / "quality" / "state.py"
+_spec = importlib.util.spec_from_file_location(
+    "bench_state", Path(__file__).resolve().parents[1] / "bench" / "quality" / "state.py")
+bench_state = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench_state)
 
 
-def test_a_saved_state_resumes_without_redoing_finished_work(tiny_model_dir, pool_dir, tmp_path):  # noqa: F811
+def state_command(monkeypatch, *args: str) -> int:
+    monkeypatch.setattr(sys, "argv", ["state.py", *args])
+    return bench_state.main()
+
+
+def test_a_saved_state_resumes_without_redoing_finished_work(tiny_model_dir, pool_dir, tmp_path, monkeypatch,  # noqa: F811
+                                                             capsys):
     out = tmp_path / "out"
     source = json.loads(open(pool_dir / "test.jsonl").readline())["source"]
     data = {"pool": str(pool_dir / "pool.jsonl"),
@@ -25,12 +36,11 @@ def test_a_saved_state_resumes_without_redoing_finished_work(tiny_model_dir, poo
                           budgets=[0.5], seeds=[0],
                           target={"model": str(tiny_model_dir),
                                   "train": {"epochs": 1, "batch_size": 4, "learning_rate": 1e-3, "precision": "float32"}})
-    experiment = [sys.executable, "-m", "s2l.cli", "experiment", str(config), "--no-progress"]
-    done = subprocess.run(experiment, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    experiment = ["experiment", str(config), "--no-progress"]
+    done = CliRunner().invoke(app, experiment)
+    assert done.exit_code == 0, done.output
     results = (out / "results.csv").read_bytes()
-    done = subprocess.run([sys.executable, str(STATE), "save", str(config)], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    assert state_command(monkeypatch, "save", str(config)) == 0
     state = tmp_path / "state" / "experiment"
     saved = {str(p.relative_to(state)) for p in state.rglob("*") if p.is_file()}
     assert {"cells/random/b0.5-s0/metrics.json", "cells/random/b0.5-s0/selection/manifest.json",
@@ -40,13 +50,12 @@ def test_a_saved_state_resumes_without_redoing_finished_work(tiny_model_dir, poo
 
     # A new machine: no run folder. The restored run finds every cell finished and writes the same results.
     shutil.rmtree(out)
-    done = subprocess.run([sys.executable, str(STATE), "restore", str(config)], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    assert state_command(monkeypatch, "restore", str(config)) == 0
     status = Experiment(ExperimentConfig.load(config)).status()
     assert status["proxy_recorded"] and status["finished"] == 1
     (out / "results.csv").unlink(missing_ok=True)
-    done = subprocess.run(experiment, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    done = CliRunner().invoke(app, experiment)
+    assert done.exit_code == 0, done.output
     assert (out / "results.csv").read_bytes() == results
     assert not (out / "cells" / "random" / "b0.5-s0" / "model").exists()  # nothing was trained again
 
@@ -55,6 +64,7 @@ def test_a_saved_state_resumes_without_redoing_finished_work(tiny_model_dir, poo
     record["inputs"]["tests/one_source.jsonl"] = "0" * 64
     (state / "state.json").write_text(json.dumps(record))
     shutil.rmtree(out)
-    done = subprocess.run([sys.executable, str(STATE), "restore", str(config)], capture_output=True, text=True)
-    assert done.returncode == 1 and "one_source.jsonl" in done.stderr and "differs" in done.stderr
-    assert "Traceback" not in done.stderr
+    capsys.readouterr()
+    assert state_command(monkeypatch, "restore", str(config)) == 1
+    error = capsys.readouterr().err
+    assert "one_source.jsonl" in error and "differs" in error
