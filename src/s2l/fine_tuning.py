@@ -39,6 +39,7 @@ from s2l.data import TokenizedExample
 from s2l.distributed import ProcessGroup, is_sharded, load_full_state
 from s2l.errors import InputError
 from s2l.fileio import write_json_atomic
+from s2l.models import resolve_precision
 from s2l.trajectories.scoring import pad_batch, token_losses
 
 # Weights that AdamW's decay leaves alone (as transformers' Trainer does): biases and normalisation scales.
@@ -157,8 +158,6 @@ class FineTuning:
     def __init__(self, model: torch.nn.Module, examples: Sequence[TokenizedExample], config: OptimizationConfig,
                  device: str, schedule: str = "cosine", group: ProcessGroup = ProcessGroup(), sharded: bool = False):
         from transformers import get_scheduler
-
-        from s2l.models import resolve_precision
 
         # `auto` resolved here too, so a caller that passes the default config does not train in float32 unawares.
         config = replace(config, precision=resolve_precision(config.precision, device))
