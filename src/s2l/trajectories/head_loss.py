@@ -60,11 +60,18 @@ def _chunk_gradients(z, t, lse, targets, grad, h, w, grad_h, grad_w, start: int,
     d.mul_(grad[:, None] if grad.dim() else grad)
     if t is not None:
         d.mul_(1 - t * t)
-    d = d.to(dtype)
+    low = d.to(dtype)
     if grad_h is not None:
-        grad_h[start:end] = d @ w
-    if grad_w is not None:
-        grad_w.add_(d.t() @ h)  # accumulated in float32, no float32 temporary
+        grad_h[start:end] = low @ w
+    if grad_w is None:
+        return
+    if dtype == torch.float32:
+        grad_w.add_(d.t() @ h)
+    else:
+        # The same bf16 operands as the plain path, multiplied and added in place in float32: adding their
+        # vocabulary-sized bf16 product would first cast all of it to float32, which costs more than the
+        # matmul itself (Gemma's head: docs/benchmarks.md).
+        grad_w.addmm_(low.t().float(), h.float())
 
 
 class ChunkedHeadLoss(torch.autograd.Function):
