@@ -15,8 +15,8 @@ gradient each loss will get (training's loss is the sum over the step's response
 number): then the forward pass computes both gradients while it holds each chunk's logits, keeps them
 (the weight's in float32: the size of the head) and the backward only hands them over.
 
-Arithmetic follows the plain path: under bf16 autocast (or with bf16 weights) the matmuls run in bfloat16
-and the softmax in float32; Gemma 2's final logit soft-capping (`tanh(z / c) * c`) is applied to the
+Arithmetic follows the plain path: under bf16 autocast (or with bf16 weights) the matmuls take bfloat16
+operands and the softmax runs in float32 (the weight gradient's products are summed in float32); Gemma 2's final logit soft-capping (`tanh(z / c) * c`) is applied to the
 float32 logits and differentiated (`1 - tanh^2`). The head weight may be tied to the input embeddings:
 its gradient comes back in the weight's own dtype and autograd adds it to the embedding's.
 """
@@ -66,7 +66,7 @@ def _chunk_gradients(z, t, lse, targets, grad, h, w, grad_h, grad_w, start: int,
     if grad_w is None:
         return
     if dtype == torch.float32:
-        grad_w.add_(d.t() @ h)
+        grad_w.add_(d.t() @ h)  # as it always was: float32 runs keep their numbers bit for bit
     else:
         # The same bf16 operands as the plain path, multiplied and added in place in float32: adding their
         # vocabulary-sized bf16 product would first cast all of it to float32, which costs more than the
