@@ -15,7 +15,6 @@ locks and half-written files. Nothing here changes a number the run produces.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
@@ -24,15 +23,11 @@ from pathlib import Path
 from s2l.config import ExperimentConfig
 from s2l.errors import InputError
 from s2l.experiment import Experiment
-from s2l.fileio import building_directory, write_json_atomic
+from s2l.fileio import building_directory, sha256_file, write_json_atomic
 
 
 def state_dir(config_path: Path) -> Path:
     return config_path.parent / "state" / config_path.stem
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _inputs(experiment: Experiment) -> dict[str, Path]:
@@ -66,7 +61,7 @@ def kept_files(experiment: Experiment) -> list[Path]:
 
 def save(experiment: Experiment, state: Path) -> int:
     files = kept_files(experiment)
-    inputs = {name: _sha256(path) for name, path in _inputs(experiment).items() if path.is_file()}
+    inputs = {name: sha256_file(path) for name, path in _inputs(experiment).items() if path.is_file()}
     with building_directory(state) as tmp:  # the old state stays whole until the new one is complete
         for name in files:
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
@@ -90,7 +85,7 @@ def restore(experiment: Experiment, state: Path) -> int:
     experiment._write_test_files()
     for name, digest in record["inputs"].items():
         found = experiment.out / name
-        if not found.is_file() or _sha256(found) != digest:
+        if not found.is_file() or sha256_file(found) != digest:
             raise InputError(f"the regenerated {name} differs from the one the saved work was made from; "
                              f"the saved cells cannot be resumed on it", found)
     return copied

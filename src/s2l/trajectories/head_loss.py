@@ -16,8 +16,9 @@ number): then the forward pass computes both gradients while it holds each chunk
 (the weight's in float32: the size of the head) and the backward only hands them over.
 
 Arithmetic follows the plain path: under bf16 autocast (or with bf16 weights) the matmuls take bfloat16
-operands and the softmax runs in float32 (the weight gradient's products are summed in float32); Gemma 2's final logit soft-capping (`tanh(z / c) * c`) is applied to the
-float32 logits and differentiated (`1 - tanh^2`). The head weight may be tied to the input embeddings:
+operands (the weight gradient's products are summed in float32) and the softmax runs in float32; Gemma 2's
+final logit soft-capping (`tanh(z / c) * c`) is applied to the float32 logits and differentiated
+(`1 - tanh^2`). The head weight may be tied to the input embeddings:
 its gradient comes back in the weight's own dtype and autograd adds it to the embedding's.
 """
 
