@@ -21,8 +21,10 @@ def plain(hidden, weight, targets, softcap):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("softcap", [None, 3.0])
-def test_losses_and_gradients_match_the_plain_path(dtype, softcap, monkeypatch):
+@pytest.mark.parametrize("group_chunks", [1, 4, 100])  # bf16 weight-gradient matmuls: per chunk, 2 ragged groups, one
+def test_losses_and_gradients_match_the_plain_path(dtype, softcap, group_chunks, monkeypatch):
     monkeypatch.setattr(head_loss, "HEAD_CHUNK_ELEMENTS", 7 * 500)  # 7 rows a chunk: several chunks, a ragged last
+    monkeypatch.setattr(head_loss, "GROUP_CHUNKS", group_chunks)
     torch.manual_seed(0)
     n, d, vocab = 40, 16, 500
     hidden0, weight0 = torch.randn(n, d), torch.randn(vocab, d) / 2

@@ -16,7 +16,7 @@ number): then the forward pass computes both gradients while it holds each chunk
 (the weight's in float32: the size of the head) and the backward only hands them over.
 
 Arithmetic follows the plain path: under bf16 autocast (or with bf16 weights) the matmuls take bfloat16
-operands (the weight gradient's products are summed in float32) and the softmax runs in float32; Gemma 2's
+operands (the weight gradient's bf16 products are summed in float32) and the softmax runs in float32; Gemma 2's
 final logit soft-capping (`tanh(z / c) * c`) is applied to the float32 logits and differentiated
 (`1 - tanh^2`). The head weight may be tied to the input embeddings:
 its gradient comes back in the weight's own dtype and autograd adds it to the embedding's.
@@ -30,6 +30,8 @@ from torch.profiler import record_function
 
 # Logit elements per chunk (float32: 128 MiB): 682 positions of SmolLM2's 49,152 words, 128 of Gemma's 262,144.
 HEAD_CHUNK_ELEMENTS = 2**25
+# Chunks whose bf16 dlogits make one weight-gradient matmul (bf16: up to 256 MiB kept; see _WeightGradient).
+GROUP_CHUNKS = 4
 
 
 def chunk_rows(vocab: int) -> int:
@@ -53,26 +55,60 @@ def _logits(hidden: torch.Tensor, weight: torch.Tensor, softcap: float | None):
     return t * softcap, t
 
 
-def _chunk_gradients(z, t, lse, targets, grad, h, w, grad_h, grad_w, start: int, end: int, dtype) -> None:
+class _WeightGradient:
+    """grad_W = dlogits^T @ hidden over a pass's chunks, summed into a float32 tensor of the weight's shape.
+
+    float32: each chunk's product is added as it comes (as it always was: float32 runs keep their numbers bit
+    for bit). bf16: the bf16 dlogits of up to GROUP_CHUNKS chunks are kept and multiplied by their hidden
+    states in one bf16 matmul, whose product (summed in float32 inside the matmul, rounded to bf16 once, as
+    the plain path's weight gradient is) is then added to the float32 sum. Per chunk, that vocabulary-sized
+    cast and add would cost more than the matmul, and a float32 matmul of the bf16 operands runs at a
+    quarter of bf16's speed (docs/benchmarks.md)."""
+
+    def __init__(self, weight: torch.Tensor, hidden: torch.Tensor, dtype: torch.dtype):
+        self.sum = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        self.hidden = hidden  # in the compute dtype
+        rows = 0 if dtype == torch.float32 else min(len(hidden), GROUP_CHUNKS * chunk_rows(weight.shape[0]))
+        self.kept = torch.empty(rows, weight.shape[0], dtype=dtype, device=weight.device) if rows else None
+        self.first, self.count = 0, 0  # the kept rows are positions first .. first + count
+
+    def take(self, d: torch.Tensor, start: int, end: int) -> torch.Tensor:
+        """Account for chunk start:end's float32 dlogits `d`; returns them in the compute dtype."""
+        if self.kept is None:
+            self.sum.add_(d.t() @ self.hidden[start:end])
+            return d
+        if self.count + (end - start) > len(self.kept):
+            self._flush()
+        if self.count == 0:
+            self.first = start
+        low = self.kept[self.count:self.count + end - start].copy_(d)
+        self.count += end - start
+        return low
+
+    def _flush(self) -> None:
+        if self.count:
+            first, count = self.first, self.count
+            self.sum.add_(self.kept[:count].t() @ self.hidden[first:first + count])
+            self.count = 0
+
+    def result(self) -> torch.Tensor:
+        self._flush()
+        self.kept = None
+        return self.sum
+
+
+def _chunk_gradients(z, t, lse, targets, grad, w, grad_h, grad_w: _WeightGradient | None, start: int, end: int,
+                     dtype) -> None:
     """Turn a chunk's float32 logits `z` into d loss / d logits in place, and add its share of the hidden and
-    weight gradients (grad_h rows start:end, grad_w accumulated in float32)."""
+    weight gradients (grad_h rows start:end; grad_w takes the dlogits)."""
     d = z.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
     d[torch.arange(end - start, device=d.device), targets] -= 1
     d.mul_(grad[:, None] if grad.dim() else grad)
     if t is not None:
         d.mul_(1 - t * t)
-    low = d.to(dtype)
+    low = d.to(dtype) if grad_w is None else grad_w.take(d, start, end)
     if grad_h is not None:
         grad_h[start:end] = low @ w
-    if grad_w is None:
-        return
-    if dtype == torch.float32:
-        grad_w.add_(d.t() @ h)  # as it always was: float32 runs keep their numbers bit for bit
-    else:
-        # The same bf16 operands as the plain path, multiplied and added in place in float32: adding their
-        # vocabulary-sized bf16 product would first cast all of it to float32, which costs more than the
-        # matmul itself (Gemma's head: docs/benchmarks.md).
-        grad_w.addmm_(low.t().float(), h.float())
 
 
 class ChunkedHeadLoss(torch.autograd.Function):
@@ -91,7 +127,7 @@ class ChunkedHeadLoss(torch.autograd.Function):
         want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         early = grad_scale is not None and (want_h or want_w)
         grad_h = torch.empty_like(hidden) if early and want_h else None
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if early and want_w else None
+        grad_w = _WeightGradient(weight, h, dtype) if early and want_w else None
         scale = torch.tensor(grad_scale if early else 0.0, dtype=torch.float32, device=hidden.device)
         with torch.autocast(hidden.device.type, enabled=False), record_function("vocab projection"):
             for start in range(0, n, rows):
@@ -102,8 +138,9 @@ class ChunkedHeadLoss(torch.autograd.Function):
                 lse[start:end] = losses[start:end] + z.gather(1, targets[start:end, None]).squeeze(1)
                 if early:
                     with record_function("vocab projection backward"):
-                        _chunk_gradients(z, t, lse[start:end], targets[start:end], scale, h[start:end], w, grad_h,
-                                         grad_w, start, end, dtype)
+                        _chunk_gradients(z, t, lse[start:end], targets[start:end], scale, w, grad_h, grad_w,
+                                         start, end, dtype)
+        grad_w = None if grad_w is None else grad_w.result()
         ctx.save_for_backward(hidden, weight, targets, lse)
         ctx.softcap, ctx.dtype, ctx.scale = softcap, dtype, scale if early else None
         ctx.early = (grad_h, grad_w) if early else None
@@ -126,13 +163,14 @@ class ChunkedHeadLoss(torch.autograd.Function):
             n, rows = hidden.shape[0], chunk_rows(weight.shape[0])
             h, w = hidden.to(dtype), weight.to(dtype)
             grad_h = torch.empty_like(hidden) if want_h else None
-            grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_w else None
+            grad_w = _WeightGradient(weight, h, dtype) if want_w else None
             with torch.autocast(hidden.device.type, enabled=False), record_function("vocab projection backward"):
                 for start in range(0, n, rows):
                     end = min(n, start + rows)
                     z, t = _logits(h[start:end], w, softcap)
-                    _chunk_gradients(z, t, lse[start:end], targets[start:end], grad_losses[start:end].float(),
-                                     h[start:end], w, grad_h, grad_w, start, end, dtype)
+                    _chunk_gradients(z, t, lse[start:end], targets[start:end], grad_losses[start:end].float(), w,
+                                     grad_h, grad_w, start, end, dtype)
+            grad_w = None if grad_w is None else grad_w.result()
         return (grad_h if want_h else None, None if grad_w is None or not want_w else grad_w.to(weight.dtype),
                 None, None, None, None)
 
