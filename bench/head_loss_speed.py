@@ -33,11 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def load_baseline(rev: str):
     source = subprocess.run(["git", "show", f"{rev}:src/s2l/trajectories/head_loss.py"], cwd=ROOT, check=True,
                             capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp(prefix="s2l-head-baseline-")) / "head_loss_baseline.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("head_loss_baseline", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    with tempfile.TemporaryDirectory(prefix="s2l-head-baseline-") as folder:
+        path = Path(folder) / "head_loss_baseline.py"
+        path.write_text(source)
+        spec = importlib.util.spec_from_file_location("head_loss_baseline", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)  # the module lives on once imported; its file need not
     return module
 
 
