@@ -155,18 +155,15 @@ def left_pad(prompts: Sequence[list[int]], pad: int) -> tuple[torch.Tensor, torc
 
 @torch.inference_mode()
 def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
-                  eos_ids: Sequence[int], inplace_cache: bool = True) -> list[list[int]]:
+                  eos_ids: Sequence[int]) -> list[list[int]]:
     """Each left-padded prompt's greedy continuation: its new tokens up to and including its first EOS, at most
-    `max_new_tokens` of them. `inplace_cache=False` decodes with the cache the model makes itself (the same
-    tokens; `s2l.decoding_cache` says what the in-place one saves).
+    `max_new_tokens` of them.
 
     The tokens `model.generate(do_sample=False)` gives, with one difference in cost: `generate` runs every row
     until the last one stops, while here a row that has emitted its EOS leaves the batch (its rows of the
     key-value cache are dropped). A test batch, whose answers stop at very different lengths and where one
     answer that never stops is common, then costs what its rows need rather than max_new_tokens steps for all.
     """
-    from s2l.decoding_cache import decoding_cache  # imports transformers: when decoding starts, not with the CLI
-
     accepts = set(inspect.signature(model.forward).parameters)
     cache_name = "cache" if "cache" in accepts else "past_key_values"  # transformers 5 renamed it
     trim = {"logits_to_keep": 1} if "logits_to_keep" in accepts else {}  # project the last position only
@@ -174,9 +171,7 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     stop = torch.tensor(list(eos_ids), device=device)
     # Positions count a row's own tokens, not its padding (as generate() numbers a left-padded row).
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    given = decoding_cache(model) if inplace_cache else None  # the same logits, bit for bit
-    output = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True,
-                   **trim, **({cache_name: given} if given is not None else {}))
+    output = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True, **trim)
     cache = getattr(output, cache_name)  # the output's field has the keyword's name, in both versions
     next_position = positions[:, -1:] + 1
     prompt_of = torch.arange(len(input_ids), device=device)  # the prompt each batch row continues
