@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -47,6 +48,20 @@ def test_a_saved_state_resumes_without_redoing_finished_work(tiny_model_dir, poo
             "cells/random/b0.5-s0/eval/one_source/predictions.jsonl", "proxy-run/manifest.json", "state.json"} <= saved
     assert not any("/model/" in name or name.startswith(("tests/", ".")) for name in saved)
     assert list(json.loads((state / "state.json").read_text())["inputs"]) == ["tests/one_source.jsonl"]
+
+    # watch: saves and commits the state folder alone when something new finished, and not again until then.
+    for key, value in {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                       "GIT_COMMITTER_EMAIL": "t@t"}.items():
+        monkeypatch.setenv(key, value)
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "unrelated.txt").write_text("staged, not the watcher's to commit\n")
+    subprocess.run(["git", "add", "unrelated.txt"], cwd=tmp_path, check=True)
+    loaded = Experiment(ExperimentConfig.load(config))
+    assert bench_state.watch(loaded, state, every=0, commit=True, rounds=2) == 1
+    log = subprocess.run(["git", "log", "--format=%s", "--name-only"], cwd=tmp_path, capture_output=True,
+                         text=True, check=True).stdout
+    assert log.startswith("tiny: state saved, 1 cells finished") and "state/experiment/state.json" in log
+    assert "unrelated.txt" not in log
 
     # A new machine: no run folder. The restored run finds every cell finished and writes the same results.
     shutil.rmtree(out)

@@ -3,6 +3,11 @@
 
     .venv/bin/python bench/quality/state.py save bench/quality/real-cpu/real-cpu.yaml     # after a step finishes
     .venv/bin/python bench/quality/state.py restore bench/quality/real-cpu/real-cpu.yaml  # new machine, before the run
+    .venv/bin/python bench/quality/state.py watch bench/quality/real-cpu/real-cpu.yaml --commit &  # beside the run
+
+`watch` saves whenever the run has finished something new (polling every --every seconds, at low priority) and,
+with --commit, commits the state folder, and only it, each time: a session cut off mid-run loses at most the
+step under way.
 
 The state lives beside the config, in `state/<config name>/`. It holds what the run's completion markers need
 to skip finished work: trajectory stores recorded to the end, each cell's selection, its evaluations
@@ -16,8 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from s2l.config import ExperimentConfig
@@ -91,15 +99,52 @@ def restore(experiment: Experiment, state: Path) -> int:
     return copied
 
 
+def commit_state(state: Path, message: str) -> bool:
+    """Commit the state folder alone (other staged changes stay staged); False where there was nothing new."""
+    subprocess.run(["git", "add", "--", str(state)], cwd=state, check=True, capture_output=True)
+    done = subprocess.run(["git", "commit", "-q", "-m", message, "--", str(state)], cwd=state, capture_output=True,
+                          text=True)
+    return done.returncode == 0
+
+
+def watch(experiment: Experiment, state: Path, every: float = 120.0, commit: bool = False,
+          rounds: int | None = None) -> int:
+    """Save (and with `commit`, commit) each time the run's finished work changes; `rounds` polls that many
+    times (None: until interrupted). Returns the number of saves."""
+    saved_set, saves, polls = None, 0, 0
+    while rounds is None or polls < rounds:
+        if polls:
+            time.sleep(every)
+        polls += 1
+        finished = set(kept_files(experiment))
+        if finished == saved_set:
+            continue
+        count = save(experiment, state)
+        saved_set, saves = finished, saves + 1
+        cells = sum(1 for name in finished if len(name.parts) == 4 and name.parts[0] == "cells"
+                    and name.name == "metrics.json")
+        message = f"{experiment.config.name}: state saved, {cells} cells finished"
+        committed = commit and commit_state(state, message)
+        print(f"{time.strftime('%H:%M:%S')} saved {count} files ({cells} cells finished)"
+              + (", committed" if committed else ""), flush=True)
+    return saves
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=("save", "restore"))
+    parser.add_argument("action", choices=("save", "restore", "watch"))
     parser.add_argument("config", type=Path)
+    parser.add_argument("--every", type=float, default=120.0, help="watch: seconds between polls (default: 120)")
+    parser.add_argument("--commit", action="store_true", help="watch: git-commit the state folder after each save")
+    parser.add_argument("--rounds", type=int, default=None, help="watch: stop after this many polls (default: never)")
     args = parser.parse_args()
     experiment = Experiment(ExperimentConfig.load(args.config))
     state = state_dir(args.config)
     try:
-        if args.action == "save":
+        if args.action == "watch":
+            os.nice(10)  # the run beside it keeps the CPUs
+            watch(experiment, state, args.every, args.commit, args.rounds)
+        elif args.action == "save":
             print(f"saved {save(experiment, state)} files of {experiment.out} to {state}")
         elif not (state / "state.json").is_file():
             print(f"no saved state at {state}: nothing to restore")
@@ -108,6 +153,8 @@ def main() -> int:
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # how a watch ends
+        pass
     return 0
 
 
