@@ -57,7 +57,8 @@ def test_a_saved_state_resumes_without_redoing_finished_work(tiny_model_dir, poo
     (tmp_path / "unrelated.txt").write_text("staged, not the watcher's to commit\n")
     subprocess.run(["git", "add", "unrelated.txt"], cwd=tmp_path, check=True)
     loaded = Experiment(ExperimentConfig.load(config))
-    assert bench_state.watch(loaded, state, every=0, commit=True, rounds=2) == 1
+    monkeypatch.chdir(tmp_path)  # the state folder named relative to where the command runs, as state.py names it
+    assert bench_state.watch(loaded, Path("state/experiment"), every=0, commit=True, rounds=2) == 1
     log = subprocess.run(["git", "log", "--format=%s", "--name-only"], cwd=tmp_path, capture_output=True,
                          text=True, check=True).stdout
     assert log.startswith("tiny: state saved, 1 cells finished") and "state/experiment/state.json" in log

@@ -100,11 +100,16 @@ def restore(experiment: Experiment, state: Path) -> int:
 
 
 def commit_state(state: Path, message: str) -> bool:
-    """Commit the state folder alone (other staged changes stay staged); False where there was nothing new."""
-    subprocess.run(["git", "add", "--", str(state)], cwd=state, check=True, capture_output=True)
-    done = subprocess.run(["git", "commit", "-q", "-m", message, "--", str(state)], cwd=state, capture_output=True,
-                          text=True)
-    return done.returncode == 0
+    """Commit the state folder alone (other staged changes stay staged); False where nothing was committed
+    (nothing new, or git refused: a concurrent commit's lock, say; the next save tries again)."""
+    state = state.resolve()
+    for command in (["git", "add", "--", str(state)], ["git", "commit", "-q", "-m", message, "--", str(state)]):
+        done = subprocess.run(command, cwd=state, capture_output=True, text=True)
+        if done.returncode != 0:
+            if done.stderr.strip():
+                print(f"{' '.join(command[:2])} failed: {done.stderr.strip().splitlines()[-1]}", file=sys.stderr)
+            return False
+    return True
 
 
 def watch(experiment: Experiment, state: Path, every: float = 120.0, commit: bool = False,
