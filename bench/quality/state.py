@@ -126,8 +126,7 @@ def watch(experiment: Experiment, state: Path, every: float = 120.0, commit: boo
             continue
         count = save(experiment, state)
         saved_set, saves = finished, saves + 1
-        cells = sum(1 for name in finished if len(name.parts) == 4 and name.parts[0] == "cells"
-                    and name.name == "metrics.json")
+        cells = experiment.status()["finished"]  # the run's own completion markers
         message = f"{experiment.config.name}: state saved, {cells} cells finished"
         committed = commit and commit_state(state, message)
         print(f"{time.strftime('%H:%M:%S')} saved {count} files ({cells} cells finished)"
