@@ -58,7 +58,7 @@ def test_experiment_runs_every_cell_and_summarises(tiny_model_dir, pool_dir, tmp
     data = {"pool": str(pool_dir / "pool.jsonl"),
             "tests": {"heldout": {"path": str(pool_dir / "test.jsonl"), "generate": False},
                       "one_source": {"path": str(pool_dir / "test.jsonl"), "sources": [source], "max_new_tokens": 3}}}
-    config = write_config(tmp_path, tiny_model_dir, pool_dir, data=data)
+    config = write_config(tmp_path, tiny_model_dir, pool_dir, data=data, compare={"s2l": "s2l-pooled"})
     out = tmp_path / "out"
     result = runner.invoke(app, ["experiment", str(config), "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
@@ -83,6 +83,13 @@ def test_experiment_runs_every_cell_and_summarises(tiny_model_dir, pool_dir, tmp
     assert "## loss: heldout (5 items)" in md and "| random | 0.5 | 2 | 8 |" in md and "## Cost" in md
     assert "## Verdict" in md and "| s2l | 0.5 | " in md.split("Against the full pool")[0]
     assert "Proxy → target rank agreement" in md
+    # The pair `compare` names: s2l against its pooled variant, on every test set (accuracy where it generates).
+    compared = list(csv.DictReader(open(out / "pairs.csv")))
+    assert {(p["label"], p["against"], p["test"], p["metric"]) for p in compared} == {
+        ("s2l", "s2l-pooled", test, metric) for test in ("all", "heldout", "one_source") for metric in ("loss", "accuracy")
+        if not (test == "heldout" and metric == "accuracy")}
+    assert all(float(p["difference_low"]) <= float(p["difference"]) <= float(p["difference_high"]) for p in compared)
+    assert "## Paired comparisons (`compare`)" in md and "| s2l | s2l-pooled | 0.5 | 1 vs 1 | heldout | " in md
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     transfer = json.loads((out / "transfer.json").read_text())
     assert transfer["examples"] == 16 and -1.0 <= transfer["final_loss_spearman"] <= 1.0
@@ -97,7 +104,7 @@ def test_experiment_runs_every_cell_and_summarises(tiny_model_dir, pool_dir, tmp
     assert status["finished"] == 5 and {c["state"] for c in status["cells"]} == {"finished"}
     assert status["target_recorded"] and status["transfer"] and status["estimate_seconds"] == 0
     # --analyze rewrites the same results from the finished cells, running nothing.
-    before = {name: (out / name).read_bytes() for name in ("results.csv", "summary.csv", "results.md")}
+    before = {name: (out / name).read_bytes() for name in ("results.csv", "summary.csv", "pairs.csv", "results.md")}
     for name in before:
         (out / name).unlink()
     result = runner.invoke(app, ["experiment", str(config), "--out", str(out), "--no-progress", "--analyze"])
@@ -158,6 +165,12 @@ def test_bad_configs_are_clear_errors(tmp_path, pool_dir):
         ExperimentConfig.load(write_config(tmp_path, model, pool_dir, budgets=[0]))
     with pytest.raises(InputError, match="labels repeat"):
         ExperimentConfig.load(write_config(tmp_path, model, pool_dir, methods=["s2l", "s2l"]))
+    with pytest.raises(InputError, match="compare: 'lp' is not a method label"):
+        ExperimentConfig.load(write_config(tmp_path, model, pool_dir, compare={"s2l": ["lp"]}))
+    with pytest.raises(InputError, match="compared with itself"):
+        ExperimentConfig.load(write_config(tmp_path, model, pool_dir, compare={"s2l": "s2l"}))
+    with pytest.raises(InputError, match="compare: a mapping"):
+        ExperimentConfig.load(write_config(tmp_path, model, pool_dir, compare=["s2l", "random"]))
     with pytest.raises(InputError, match="unknown keys seeds"):
         ExperimentConfig.load(write_config(tmp_path, model, pool_dir, methods=[{"name": "s2l", "seeds": [1]}]))
     tests = {"pool": str(pool_dir / "pool.jsonl"), "tests": {"a": {"path": "t.jsonl", "max_new_token": 3}}}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from s2l.experiment_report import verdict_section
 
 
@@ -46,3 +48,41 @@ def test_verdict_section_tabulates_and_counts_every_comparison():
 
 def test_no_comparison_no_section():
     assert verdict_section([_row("full", "full", "all", "test", "loss")]) == []
+
+
+def test_pairs_compare_the_named_methods_item_by_item():
+    import numpy as np
+
+    from s2l.experiment_report import pairs, pairs_section
+
+    ids = np.array(["a", "b", "c", "d"], dtype=object)
+    nan = float("nan")
+
+    def cell(losses, correct):
+        return {"gsm8k": {"ids": ids, "loss": np.array(losses), "accuracy": np.array(correct)}}
+
+    rows = [{"key": "s2l/b0.1-s0", "label": "s2l", "method": "s2l", "budget": 0.1},
+            {"key": "sr/b0.1-s0", "label": "source-random", "method": "source-random", "budget": 0.1},
+            {"key": "sr/b0.1-s1", "label": "source-random", "method": "source-random", "budget": 0.1},
+            {"key": "sr/b0.3-s0", "label": "source-random", "method": "source-random", "budget": 0.3}]
+    items = {"s2l/b0.1-s0": cell([1.0, 2.0, nan, 1.5], [1.0, 0.0, 1.0, 1.0]),
+             # Both seeds are s2l + 0.25 on every item s2l has a loss for: whichever items and seeds a bootstrap
+             # replicate draws, the difference is -0.25, so the interval is that point.
+             "sr/b0.1-s0": cell([1.25, 2.25, 3.0, 1.75], [1.0, 0.0, 0.0, 1.0]),
+             "sr/b0.1-s1": cell([1.25, 2.25, 9.0, 1.75], [1.0, 0.0, 0.0, 1.0]),
+             "sr/b0.3-s0": cell([1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0])}
+    compared = pairs(rows, items, ["gsm8k"], {"s2l": ["source-random"]})
+    # One budget both ran (source-random at 0.3 has no s2l to meet), one test set, both metrics.
+    assert [(p["budget"], p["metric"]) for p in compared] == [("0.1", "loss"), ("0.1", "accuracy")]
+    loss, accuracy = compared
+    assert loss["label"] == "s2l" and loss["against"] == "source-random"
+    assert (loss["seeds"], loss["against_seeds"], loss["n_items"]) == (1, 2, 3)  # item c has no s2l loss
+    assert [loss[k] for k in ("difference", "difference_low", "difference_high")] == pytest.approx([-0.25] * 3)
+    assert loss["difference_verdict"] == "win"
+    # Accuracy: s2l is right on item c where both seeds are wrong, and level elsewhere: +25 points on average;
+    # resampling can leave c out, so the interval reaches zero and it is no difference.
+    assert accuracy["n_items"] == 4 and accuracy["difference"] == 0.25
+    assert accuracy["difference_low"] == pytest.approx(0.0) and accuracy["difference_verdict"] == "no difference"
+    assert pairs_section(compared)[-2] == (
+        "| s2l | source-random | 0.1 | 1 vs 2 | gsm8k | -0.250 [-0.250, -0.250] **win** | +25.0 [0.0, 75.0] |")
+    assert pairs(rows, items, ["gsm8k"], {}) == [] and pairs_section([]) == []

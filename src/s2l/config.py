@@ -360,6 +360,9 @@ class ExperimentConfig:
     budgets: list[float | int]
     seeds: dict[str, list[int]]
     keep_models: bool = False
+    # method label → the labels it is also compared with, item by item at each budget both have, beside random
+    # and the full pool (`compare: {s2l: [source-random]}`: does S2L beat what balancing the sources alone buys?)
+    compare: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | Path, out: str | Path | None = None) -> "ExperimentConfig":
@@ -375,7 +378,8 @@ class ExperimentConfig:
             raise InputError(f"not valid YAML: {getattr(e, 'problem', e)}", path, None if line is None else line + 1) from None
         if not isinstance(raw, dict):
             raise InputError("the config must be a mapping of settings", path)
-        known = {"name", "out", "data", "proxy", "target", "evaluate", "methods", "budgets", "seeds", "keep_models"}
+        known = {"name", "out", "data", "proxy", "target", "evaluate", "methods", "budgets", "seeds", "keep_models",
+                 "compare"}
         unknown = sorted(set(raw) - known)
         if unknown:
             raise InputError(f"unknown settings {', '.join(unknown)} (known: {', '.join(sorted(known))})", path)
@@ -397,6 +401,7 @@ class ExperimentConfig:
         labels = [m.label for m in config.methods]
         if len(set(labels)) != len(labels):
             raise InputError(f"method labels repeat ({', '.join(labels)}); give variants a `label`", path)
+        config.compare = _comparisons(raw.get("compare"), labels, path)
         for part in ("proxy", "target"):
             if "model" not in getattr(config, part):
                 raise InputError(f"missing setting {part}.model", path)
@@ -482,6 +487,24 @@ def _method_spec(value: Any, path: Path) -> MethodSpec:
         return MethodSpec(str(value["name"]), str(value.get("label") or value["name"]), dict(value.get("params") or {}),
                           None if budgets is None else [_budget(b, path) for b in budgets])
     raise InputError(f"a method is a name or {{name, label, params, budgets}}, got {value!r}", path)
+
+
+def _comparisons(value: Any, labels: list[str], path: Path) -> dict[str, list[str]]:
+    """`compare`: {label: label or [labels]}, every one a method of the experiment."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InputError(f"compare: a mapping of method label to the labels it is compared with, got {value!r}", path)
+    out = {}
+    for method, others in value.items():
+        others = [str(o) for o in (others if isinstance(others, list) else [others])]
+        for label in (str(method), *others):
+            if label not in labels:
+                raise InputError(f"compare: {label!r} is not a method label (labels: {', '.join(labels)})", path)
+        if str(method) in others:
+            raise InputError(f"compare: {method!r} is compared with itself", path)
+        out[str(method)] = others
+    return out
 
 
 def _budget(value: Any, path: Path) -> float | int:

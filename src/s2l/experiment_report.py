@@ -4,8 +4,10 @@
     summary.csv   one row per method, budget, test set and metric: the value and its 95% interval; the paired
                   difference from random at the same budget and from the full pool, each with its interval
                   and verdict (win / loss / no difference); the random-equivalent fraction (loss)
-    results.md    every comparison's verdict in one table per baseline, the summary as tables, the cost side,
-                  and proxy→target transfer when it was measured
+    pairs.csv     one row per comparison the config's `compare` names, method and budget, test set and metric:
+                  the paired difference with its interval and verdict
+    results.md    every comparison's verdict in one table per baseline, the `compare` pairs, the summary as
+                  tables, the cost side, and proxy→target transfer when it was measured
     results.png   each metric against the budget per test set: random's curve with its interval band, the
                   other methods' points with theirs, the full pool as a line
 
@@ -42,6 +44,8 @@ SUMMARY_COLUMNS = ["label", "method", "budget", "seeds", "n_train", "test", "met
                    "vs_random", "vs_random_low", "vs_random_high", "vs_random_verdict",
                    "vs_full", "vs_full_low", "vs_full_high", "vs_full_verdict",
                    "random_equivalent", "random_equivalent_low", "random_equivalent_high"]
+PAIR_COLUMNS = ["label", "against", "budget", "seeds", "against_seeds", "test", "metric", "n_items",
+                "difference", "difference_low", "difference_high", "difference_verdict"]
 
 
 # -- per-item values ----------------------------------------------------------------------------------------------
@@ -117,6 +121,30 @@ def summarize(rows: list[dict], items: dict[str, dict], tests: list[str]) -> lis
                         summary.update(random_equivalent=equivalent.estimate, random_equivalent_low=equivalent.low,
                                        random_equivalent_high=equivalent.high)
                 out.append(summary)
+    return out
+
+
+def pairs(rows: list[dict], items: dict[str, dict], tests: list[str], compare: dict[str, list[str]]) -> list[dict]:
+    """The comparisons `compare` names: each method minus each of its others at every budget both ran, item
+    by item, with the same paired bootstrap as the differences from random."""
+    groups = group_rows(rows)
+    out = []
+    for (label, budget), group in groups.items():
+        for other in compare.get(label, []):
+            if (other, budget) not in groups:
+                continue
+            against = groups[(other, budget)]
+            for test in test_names(tests):
+                for metric in METRICS:
+                    values, baseline = arm(items, group, test, metric), arm(items, against, test, metric)
+                    difference = paired_difference(values, baseline, LOWER_IS_BETTER[metric])
+                    if difference is None:
+                        continue  # no item has a value in both (a test set without generation has no accuracy)
+                    pair = {"label": label, "against": other, "budget": budget, "seeds": len(group),
+                            "against_seeds": len(against), "test": test, "metric": metric,
+                            "n_items": difference.n_items}
+                    _put(pair, "difference", difference)
+                    out.append(pair)
     return out
 
 
@@ -197,11 +225,13 @@ def write_results(experiment: "Experiment", rows: list[dict]) -> None:
     write_bytes_atomic(out / "results.csv", _csv(result_rows(rows, items, tests), RESULT_COLUMNS))
     summary = summarize(rows, items, tests) if rows else []
     write_bytes_atomic(out / "summary.csv", _csv(summary, SUMMARY_COLUMNS))
+    compared = pairs(rows, items, tests, experiment.config.compare) if rows else []
+    write_bytes_atomic(out / "pairs.csv", _csv(compared, PAIR_COLUMNS))
     costs, recording = cost_rows(experiment, rows) if rows else ([], None)
     transfer = out / "transfer.json"
     transfer = json.loads(transfer.read_text(encoding="utf-8")) if transfer.is_file() else None
     write_bytes_atomic(out / "results.md", markdown(experiment.config.name, summary, tests, costs, recording,
-                                                    transfer).encode("utf-8"))
+                                                    transfer, compared).encode("utf-8"))
     if summary:
         plot(summary, tests, out / "results.png")
 
@@ -239,7 +269,8 @@ def _text(value) -> str:
 
 
 def _value(s: dict, metric: str, key: str = "value") -> str:
-    """The value with its interval, or a difference (`vs_random`, `vs_full`): signed, with its verdict."""
+    """The value with its interval, or a difference (`vs_random`, `vs_full`, a pair's `difference`): signed,
+    with its verdict."""
     scale, digits = (100.0, 1) if metric == "accuracy" else (1.0, 3)
     if s.get(key) is None:
         return "–"
@@ -250,7 +281,7 @@ def _value(s: dict, metric: str, key: str = "value") -> str:
 
 
 def markdown(name: str, summary: list[dict], tests: list[str], costs: list[dict], recording: dict | None,
-             transfer: dict | None) -> str:
+             transfer: dict | None, compared: list[dict] = ()) -> str:
     smallest = min((float(s["budget"]) for s in summary if s["budget"] != "all"), default=0.1)
     lines = [f"# {name}", "",
              "Held-out response loss (mean token cross-entropy per example, lower is better) and answer accuracy (%), "
@@ -259,6 +290,7 @@ def markdown(name: str, summary: list[dict], tests: list[str], costs: list[dict]
              "excludes zero. Random-equivalent: the budget at which random's loss curve reaches the method's loss "
              "(`s2l.comparison`).", ""]
     lines += verdict_section(summary)
+    lines += pairs_section(compared)
     for metric in METRICS:
         for test in test_names(tests):
             part = [s for s in summary if s["test"] == test and s["metric"] == metric]
@@ -324,6 +356,27 @@ def verdict_section(summary: list[dict]) -> list[str]:
             lines.append(f"| {label} | {budget} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines if len(lines) > 2 else []
+
+
+def pairs_section(compared: list[dict]) -> list[str]:
+    """The `compare` pairs: one row per method, other method, budget and test set, a column per metric."""
+    if not compared:
+        return []
+    metrics = [m for m in METRICS if any(p["metric"] == m for p in compared)]
+    lines = ["## Paired comparisons (`compare`)", "",
+             "The method minus the other at the same budget, item by item, with its 95% bootstrap interval over "
+             "test items and each side's seeds; **win**/**loss** only where the interval excludes zero.", "",
+             "| method | against | budget | seeds | test | " + " | ".join(f"Δ {m}" for m in metrics) + " |",
+             "|" + "---|" * (5 + len(metrics))]
+    by_row: dict[tuple, dict[str, dict]] = {}
+    for p in compared:
+        by_row.setdefault((p["label"], p["against"], str(p["budget"]), p["seeds"], p["against_seeds"], p["test"]),
+                          {})[p["metric"]] = p
+    for (label, against, budget, seeds, against_seeds, test), cells in by_row.items():
+        values = [_value(cells[m], m, "difference") if m in cells else "–" for m in metrics]
+        lines.append(f"| {label} | {against} | {budget} | {seeds} vs {against_seeds} | {test} | " + " | ".join(values) + " |")
+    lines.append("")
+    return lines
 
 
 def _correlation(transfer: dict, name: str) -> str:
