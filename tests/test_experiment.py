@@ -89,6 +89,7 @@ def test_experiment_runs_every_cell_and_summarises(tiny_model_dir, pool_dir, tmp
         ("s2l", "s2l-pooled", test, metric) for test in ("all", "heldout", "one_source") for metric in ("loss", "accuracy")
         if not (test == "heldout" and metric == "accuracy")}
     assert all(float(p["difference_low"]) <= float(p["difference"]) <= float(p["difference_high"]) for p in compared)
+    assert "## Selections by source" in md and "| s2l | 0.5 | 1 | " in md.split("## Selections by source")[1]
     assert "## Paired comparisons (`compare`)" in md and "| s2l | s2l-pooled | 0.5 | 1 vs 1 | heldout | " in md
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     transfer = json.loads((out / "transfer.json").read_text())

@@ -86,3 +86,33 @@ def test_pairs_compare_the_named_methods_item_by_item():
     assert pairs_section(compared)[-2] == (
         "| s2l | source-random | 0.1 | 1 vs 2 | gsm8k | -0.250 [-0.250, -0.250] **win** | +25.0 [0.0, 75.0] |")
     assert pairs(rows, items, ["gsm8k"], {}) == [] and pairs_section([]) == []
+
+
+def test_selections_by_source_average_each_methods_seeds(tmp_path):
+    import json
+
+    from s2l.experiment_report import composition, composition_section
+
+    def selection(key, picked):
+        folder = tmp_path / "cells" / key / "selection"
+        folder.mkdir(parents=True)
+        pool = {"gsm8k": 30, "math": 10}
+        sources = {name: {"pool": pool[name], "selected": n} for name, n in picked.items()}
+        (folder / "manifest.json").write_text(json.dumps({"sources": sources}))
+
+    selection("random/b0.1-s0", {"gsm8k": 3, "math": 1})
+    selection("random/b0.1-s1", {"gsm8k": 4, "math": 0})
+    selection("s2l/b0.1-s0", {"gsm8k": 2, "math": 2})
+    rows = [{"key": "full/all-s0", "label": "full", "method": "full", "budget": "all"},  # no selection: no row
+            {"key": "random/b0.1-s0", "label": "random", "method": "random", "budget": 0.1},
+            {"key": "random/b0.1-s1", "label": "random", "method": "random", "budget": 0.1},
+            {"key": "s2l/b0.1-s0", "label": "s2l", "method": "s2l", "budget": 0.1}]
+    pool, picked = composition(tmp_path, rows)
+    assert pool == {"gsm8k": 30, "math": 10}
+    assert composition_section(pool, picked)[-5:] == [
+        "|---|---|---|---|---|",
+        "| pool | all | – | 30 | 10 |",
+        "| random | 0.1 | 2 | 3.5 | 0.5 |",
+        "| s2l | 0.1 | 1 | 2 | 2 |",
+        ""]
+    assert composition_section({"dolly": 600}, picked) == []  # one source: nothing to tell

@@ -7,7 +7,8 @@
     pairs.csv     one row per comparison the config's `compare` names, method and budget, test set and metric:
                   the paired difference with its interval and verdict
     results.md    every comparison's verdict in one table per baseline, the `compare` pairs, the summary as
-                  tables, the cost side, and proxy→target transfer when it was measured
+                  tables, what each method picked by source, the cost side, and proxy→target transfer when it
+                  was measured
     results.png   each metric against the budget per test set: random's curve with its interval band, the
                   other methods' points with theirs, the full pool as a line
 
@@ -217,6 +218,41 @@ def cost_rows(experiment: "Experiment", rows: list[dict]) -> tuple[list[dict], d
     return out, recording_cost(experiment.out / "proxy-run")
 
 
+# -- what the subsets hold ----------------------------------------------------------------------------------------
+def composition(out: Path, rows: list[dict]) -> tuple[dict[str, int], list[dict]]:
+    """The pool's examples per source, and each method's at each budget (the mean over its seeds), from the
+    selections' manifests: a method that only re-weights the sources shows it here."""
+    pool: dict[str, int] = {}
+    out_rows = []
+    for (label, budget), group in group_rows(rows).items():
+        counts = []
+        for row in group:
+            manifest = out / "cells" / row["key"] / "selection" / "manifest.json"
+            sources = json.loads(manifest.read_text(encoding="utf-8")).get("sources") if manifest.is_file() else None
+            if sources:
+                pool = {name: int(s["pool"]) for name, s in sources.items()}
+                counts.append({name: int(s["selected"]) for name, s in sources.items()})
+        if counts:
+            names = sorted({name for c in counts for name in c})
+            out_rows.append({"label": label, "budget": budget, "seeds": len(counts),
+                             "sources": {name: float(np.mean([c.get(name, 0) for c in counts])) for name in names}})
+    return pool, out_rows
+
+
+def composition_section(pool: dict[str, int], picked: list[dict]) -> list[str]:
+    if len(pool) < 2 or not picked:
+        return []  # one source: nothing to tell
+    names = sorted(pool)
+    lines = ["## Selections by source", "",
+             "Examples each subset took from each source (the mean over its seeds), beside the pool's own.", "",
+             "| method | budget | seeds | " + " | ".join(names) + " |", "|" + "---|" * (3 + len(names)),
+             "| pool | all | – | " + " | ".join(str(pool[n]) for n in names) + " |"]
+    for p in picked:
+        cells = [f"{p['sources'].get(n, 0.0):g}" for n in names]
+        lines.append(f"| {p['label']} | {p['budget']} | {p['seeds']} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 # -- writing ------------------------------------------------------------------------------------------------------
 def write_results(experiment: "Experiment", rows: list[dict]) -> None:
     tests = [t.name for t in experiment.config.test_sets()]
@@ -231,7 +267,7 @@ def write_results(experiment: "Experiment", rows: list[dict]) -> None:
     transfer = out / "transfer.json"
     transfer = json.loads(transfer.read_text(encoding="utf-8")) if transfer.is_file() else None
     write_bytes_atomic(out / "results.md", markdown(experiment.config.name, summary, tests, costs, recording,
-                                                    transfer, compared).encode("utf-8"))
+                                                    transfer, compared, composition(out, rows)).encode("utf-8"))
     if summary:
         plot(summary, tests, out / "results.png")
 
@@ -281,7 +317,8 @@ def _value(s: dict, metric: str, key: str = "value") -> str:
 
 
 def markdown(name: str, summary: list[dict], tests: list[str], costs: list[dict], recording: dict | None,
-             transfer: dict | None, compared: list[dict] = ()) -> str:
+             transfer: dict | None, compared: list[dict] = (),
+             picked: tuple[dict[str, int], list[dict]] = ({}, [])) -> str:
     smallest = min((float(s["budget"]) for s in summary if s["budget"] != "all"), default=0.1)
     lines = [f"# {name}", "",
              "Held-out response loss (mean token cross-entropy per example, lower is better) and answer accuracy (%), "
@@ -311,6 +348,7 @@ def markdown(name: str, summary: list[dict], tests: list[str], costs: list[dict]
                                  f"{format_fraction(s['random_equivalent_high'], smallest)}]")
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
+    lines += composition_section(*picked)
     if costs:
         lines += ["## Cost", ""]
         if recording:
