@@ -172,6 +172,13 @@ def test_bad_configs_are_clear_errors(tmp_path, pool_dir):
         ExperimentConfig.load(write_config(tmp_path, model, pool_dir, compare={"s2l": "s2l"}))
     with pytest.raises(InputError, match="compare: a mapping"):
         ExperimentConfig.load(write_config(tmp_path, model, pool_dir, compare=["s2l", "random"]))
+    with pytest.raises(InputError, match="'full' trains on the whole pool"):
+        ExperimentConfig.load(write_config(tmp_path, model, pool_dir, compare={"s2l": "full"}))
+    apart = ["random", {"name": "s2l", "budgets": [0.25]}]
+    with pytest.raises(InputError, match="'s2l' and 'random' have no budget in common"):
+        ExperimentConfig.load(write_config(tmp_path, model, pool_dir, methods=apart, compare={"s2l": "random"}))
+    twice = ExperimentConfig.load(write_config(tmp_path, model, pool_dir, compare={"s2l": ["random", "random"]}))
+    assert twice.compare == {"s2l": ["random"]}
     with pytest.raises(InputError, match="unknown keys seeds"):
         ExperimentConfig.load(write_config(tmp_path, model, pool_dir, methods=[{"name": "s2l", "seeds": [1]}]))
     tests = {"pool": str(pool_dir / "pool.jsonl"), "tests": {"a": {"path": "t.jsonl", "max_new_token": 3}}}

@@ -116,3 +116,52 @@ def test_selections_by_source_average_each_methods_seeds(tmp_path):
         "| s2l | 0.1 | 1 | 2 | 2 |",
         ""]
     assert composition_section({"dolly": 600}, picked) == []  # one source: nothing to tell
+
+
+def _cells(values: dict[str, list[float]]) -> dict:
+    import numpy as np
+
+    ids = np.array([f"q{i}" for i in range(len(next(iter(values.values()))))], dtype=object)
+    return {key: {"gsm8k": {"ids": ids, "loss": np.array(v, dtype=float), "accuracy": np.full(len(v), np.nan)}}
+            for key, v in values.items()}
+
+
+def test_every_method_at_a_budget_uses_the_seed_spread_pooled_there():
+    from s2l.experiment_report import summarize
+
+    rows = [{"key": "full/all-s0", "label": "full", "method": "full", "budget": "all"},
+            {"key": "random/b0.1-s0", "label": "random", "method": "random", "budget": 0.1},
+            {"key": "random/b0.1-s1", "label": "random", "method": "random", "budget": 0.1},
+            {"key": "s2l/b0.1-s0", "label": "s2l", "method": "s2l", "budget": 0.1}]
+    # Random's seeds are 1 apart on every item (a seed effect of variance 0.5, no item noise); s2l and the full
+    # pool are the same on every item, so their items alone would give an interval of no width.
+    items = _cells({"full/all-s0": [1.0] * 6, "random/b0.1-s0": [2.0] * 6, "random/b0.1-s1": [3.0] * 6,
+                    "s2l/b0.1-s0": [1.5] * 6})
+    summary = {s["label"]: s for s in summarize(rows, items, ["gsm8k"])}
+    assert {k: s["seed_spread"] for k, s in summary.items()} == {"full": "all budgets", "random": "budget",
+                                                                 "s2l": "budget"}
+    # s2l moves as random's seeds do: sqrt(0.5 / 1) t(1), whose 95% interval is ±12.7 x 0.71; random by half that.
+    assert summary["s2l"]["low"] < 1.5 - 5 and summary["s2l"]["high"] > 1.5 + 5
+    assert summary["random"]["low"] < 2.5 - 3 and summary["random"]["high"] > 2.5 + 3
+    assert summary["full"]["low"] < 1.0 - 5  # alone at its budget: the subsets' spread
+    assert summary["s2l"]["vs_random_verdict"] == "no difference"  # -1.0, but two seeds of random cannot say so
+    assert summary["s2l"]["vs_full"] == pytest.approx(0.5)
+    # No method with two seeds anywhere: the items alone, an interval of no width here.
+    alone = {s["label"]: s for s in summarize(rows[:2] + rows[3:], items, ["gsm8k"])}
+    assert {k: s["seed_spread"] for k, s in alone.items()} == {"full": "none", "random": "none", "s2l": "none"}
+    assert [alone["s2l"][k] for k in ("low", "high")] == pytest.approx([1.5, 1.5])
+
+
+def test_cells_evaluated_on_different_items_are_an_error(tmp_path):
+    import numpy as np
+
+    from s2l.errors import InputError
+    from s2l.experiment_report import check_items
+
+    rows = [{"key": "random/b0.1-s0"}, {"key": "s2l/b0.1-s0"}]
+    items = _cells({"random/b0.1-s0": [1.0, 2.0], "s2l/b0.1-s0": [1.0, 2.0]})
+    check_items(items, rows, ["gsm8k"], tmp_path)  # the same items: nothing to say
+    items["s2l/b0.1-s0"]["gsm8k"]["ids"] = np.array(["q1", "q0"], dtype=object)  # same count, another order
+    with pytest.raises(InputError, match="cells random/b0.1-s0 and s2l/b0.1-s0 were evaluated on different gsm8k items") as e:
+        check_items(items, rows, ["gsm8k"], tmp_path)
+    assert e.value.path == str(tmp_path / "s2l/b0.1-s0" / "eval" / "gsm8k" / "predictions.jsonl")

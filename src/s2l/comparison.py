@@ -3,11 +3,20 @@
 Every cell of an experiment is evaluated on the same test items, so two methods are compared item by
 item: for each test item, the method's value (its response loss, or 1/0 for a right or wrong answer)
 averaged over the method's seeds, minus the baseline's averaged over its seeds; the difference is the
-mean of that over the items. Its 95% interval is a percentile bootstrap that resamples the test items
-(the same draw for both arms: that is the pairing) and, for an arm with more than one seed, its seeds
-(each arm's independently: the seed of a cell seeds both its selection and its training, so seed k of
-one method has nothing in common with seed k of another). A difference is called a win or a loss only
-when its interval excludes zero; otherwise it is "no difference".
+mean of that over the items. Its 95% interval is a percentile bootstrap with two parts:
+
+- the test items are resampled (the same draw for both arms: that is the pairing);
+- each arm's seed effect is drawn as well (the seed of a cell seeds both its selection and its training,
+  so seed k of one method has nothing in common with seed k of another). Its variance is the one between
+  seeds less what item noise alone puts there (a two-way analysis of variance of the seeds x items table),
+  pooled over the arms that share it, and drawn with that estimate's own uncertainty, so the difference of
+  two arms' seed means moves as a Student t with the pooled degrees of freedom: the two-sample t-test's
+  pooled variance, inside the bootstrap.
+
+Not a resampling of the seeds: with 2 or 3 of them, drawing seeds with replacement gives the seed mean
+(n - 1)/n of its variance and a normal's tails, and intervals meant to hold 95% held 66-79% in simulation
+(tests/test_comparison.py). A difference is called a win or a loss only when its interval excludes zero;
+otherwise it is "no difference".
 
 The random-equivalent fraction turns a method's held-out loss into the paper's claim in data terms: the
 budget at which random selection's curve (its mean loss at each budget, the full pool at 100%) reaches the
@@ -54,9 +63,42 @@ def verdict(low: float, high: float, lower_is_better: bool) -> str:
     return "no difference"
 
 
+@dataclass(frozen=True)
+class SeedSpread:
+    """How much an arm's value moves with the seed alone: the variance of one seed's effect, and the degrees
+    of freedom it was estimated with."""
+
+    variance: float
+    df: int
+
+
+def seed_spread(values: np.ndarray) -> SeedSpread | None:
+    """The seed effect's variance in a (seeds, items) arm; None with one seed (or no item).
+
+    The per-seed means' variance also holds each seed's item noise, averaged over the items; that part,
+    estimated from the table's seed x item residuals, is taken out, since resampling the items carries it."""
+    values = np.atleast_2d(np.asarray(values, dtype=np.float64))
+    n, m = values.shape
+    if n < 2 or m == 0:
+        return None
+    between = float(values.mean(axis=1).var(ddof=1))
+    if m > 1:
+        residual = values - values.mean(axis=1, keepdims=True) - values.mean(axis=0, keepdims=True) + values.mean()
+        between -= float((residual ** 2).sum()) / ((n - 1) * (m - 1)) / m
+    return SeedSpread(max(between, 0.0), n - 1)
+
+
+def pooled_spread(arms: Sequence[np.ndarray]) -> SeedSpread | None:
+    """One seed spread from every arm with several seeds, weighted by degrees of freedom: it assumes the seed
+    moves each of these arms' results about as much. None when no arm has two seeds."""
+    spreads = [s for s in map(seed_spread, arms) if s is not None]
+    df = sum(s.df for s in spreads)
+    return SeedSpread(sum(s.variance * s.df for s in spreads) / df, df) if df else None
+
+
 class Resampler:
     """One set of bootstrap replicates for a test set: the item weights every arm shares (the pairing), and
-    seed weights drawn per arm. `seed` fixes them, so a rerun gives the same intervals."""
+    seed effects drawn per arm. `seed` fixes them, so a rerun gives the same intervals."""
 
     def __init__(self, n_items: int, n_bootstrap: int = N_BOOTSTRAP, seed: int = 0):
         if n_items < 1:
@@ -66,16 +108,21 @@ class Resampler:
         self._rng = np.random.default_rng(seed)
         # Row b: how often each item is drawn in replicate b, over the number of items.
         self.item_weights = self._rng.multinomial(n_items, np.full(n_items, 1.0 / n_items), size=n_bootstrap) / n_items
+        self._uncertainty: dict[SeedSpread, np.ndarray] = {}
 
-    def arm(self, values: np.ndarray) -> np.ndarray:
-        """Per-replicate means of one arm: `values` is (seeds, items); items and seeds are resampled."""
+    def arm(self, values: np.ndarray, spread: SeedSpread | None = None) -> np.ndarray:
+        """Per-replicate means of one arm, `values` (seeds, items): the items resampled, and the mean over the
+        arm's n seeds moved by sqrt(variance / n) times a normal draw, times one draw of the spread's own
+        uncertainty, sqrt(df / chi-square(df)), that every arm with this spread shares (a t, as the pooled
+        two-sample test has it). No spread: the items alone."""
         values = np.atleast_2d(np.asarray(values, dtype=np.float64))
-        per_seed = self.item_weights @ values.T  # (replicates, seeds): each seed's mean over the drawn items
-        seeds = values.shape[0]
-        if seeds == 1:
-            return per_seed[:, 0]
-        seed_weights = self._rng.multinomial(seeds, np.full(seeds, 1.0 / seeds), size=self.n_bootstrap) / seeds
-        return (per_seed * seed_weights).sum(axis=1)
+        replicates = self.item_weights @ values.mean(axis=0)
+        if spread is None or spread.variance == 0:
+            return replicates
+        if spread not in self._uncertainty:
+            self._uncertainty[spread] = np.sqrt(spread.df / self._rng.chisquare(spread.df, size=self.n_bootstrap))
+        noise = self._rng.standard_normal(self.n_bootstrap) * self._uncertainty[spread]
+        return replicates + np.sqrt(spread.variance / values.shape[0]) * noise
 
 
 def point(values: np.ndarray) -> float:
@@ -97,9 +144,11 @@ def common_items(arms: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def paired_difference(method: np.ndarray, baseline: np.ndarray, lower_is_better: bool,
-                      n_bootstrap: int = N_BOOTSTRAP, seed: int = 0, level: float = LEVEL) -> Difference | None:
+                      n_bootstrap: int = N_BOOTSTRAP, seed: int = 0, level: float = LEVEL,
+                      spreads: tuple[SeedSpread | None, SeedSpread | None] | None = None) -> Difference | None:
     """method − baseline over their common items; each is (seeds, items) on the same test items in the same order.
-    None when no item has a value in both."""
+    `spreads`: the method's and the baseline's seed spreads (`Resampler.arm`); by default one pooled from the two
+    arms' own seeds. None when no item has a value in both."""
     method, baseline = np.atleast_2d(method), np.atleast_2d(baseline)
     if method.shape[1] != baseline.shape[1]:
         raise ValueError(f"the arms are on different items ({method.shape[1]} and {baseline.shape[1]})")
@@ -107,8 +156,10 @@ def paired_difference(method: np.ndarray, baseline: np.ndarray, lower_is_better:
     if not keep.any():
         return None
     method, baseline = method[:, keep], baseline[:, keep]
+    if spreads is None:
+        spreads = (pooled_spread([method, baseline]),) * 2
     resampler = Resampler(int(keep.sum()), n_bootstrap, seed)
-    low, high = interval(resampler.arm(method) - resampler.arm(baseline), level)
+    low, high = interval(resampler.arm(method, spreads[0]) - resampler.arm(baseline, spreads[1]), level)
     return Difference(point(method) - point(baseline), low, high, int(keep.sum()), verdict(low, high, lower_is_better))
 
 
@@ -136,9 +187,11 @@ class Equivalent:
 
 
 def random_equivalent(method: np.ndarray, curve: Mapping[float, np.ndarray], n_bootstrap: int = N_BOOTSTRAP,
-                      seed: int = 0, level: float = LEVEL) -> Equivalent | None:
+                      seed: int = 0, level: float = LEVEL, spread: SeedSpread | None = None,
+                      curve_spreads: Mapping[float, SeedSpread | None] | None = None) -> Equivalent | None:
     """Where random's loss curve (budget → (seeds, items)) reaches the method's mean loss, as a fraction of the
-    pool. All arms are resampled on the same items (those every arm has), so the curve and the method move together."""
+    pool. All arms are resampled on the same items (those every arm has), so the curve and the method move together.
+    `spread` and `curve_spreads` (by budget) are the arms' seed spreads; by default one pooled over every arm."""
     budgets = sorted(curve)
     if len(budgets) < 2:
         return None
@@ -148,10 +201,13 @@ def random_equivalent(method: np.ndarray, curve: Mapping[float, np.ndarray], n_b
         return None
     method = np.atleast_2d(method)[:, keep]
     arms = [a[:, keep] for a in arms]
+    if curve_spreads is None:
+        spread = pooled_spread([method, *arms])
+        curve_spreads = dict.fromkeys(budgets, spread)
     estimate = crossing(budgets, [point(a) for a in arms], point(method))
     resampler = Resampler(int(keep.sum()), n_bootstrap, seed)
-    method_b = resampler.arm(method)
-    curve_b = np.stack([resampler.arm(a) for a in arms], axis=1)
+    method_b = resampler.arm(method, spread)
+    curve_b = np.stack([resampler.arm(a, curve_spreads.get(b)) for b, a in zip(budgets, arms)], axis=1)
     replicates = np.array([crossing(budgets, curve_b[i], method_b[i]) for i in range(len(method_b))])
     low, high = interval(replicates, level)
     return Equivalent(estimate, low, high)

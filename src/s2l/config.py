@@ -401,7 +401,7 @@ class ExperimentConfig:
         labels = [m.label for m in config.methods]
         if len(set(labels)) != len(labels):
             raise InputError(f"method labels repeat ({', '.join(labels)}); give variants a `label`", path)
-        config.compare = _comparisons(raw.get("compare"), labels, path)
+        config.compare = _comparisons(raw.get("compare"), config, path)
         for part in ("proxy", "target"):
             if "model" not in getattr(config, part):
                 raise InputError(f"missing setting {part}.model", path)
@@ -489,20 +489,28 @@ def _method_spec(value: Any, path: Path) -> MethodSpec:
     raise InputError(f"a method is a name or {{name, label, params, budgets}}, got {value!r}", path)
 
 
-def _comparisons(value: Any, labels: list[str], path: Path) -> dict[str, list[str]]:
-    """`compare`: {label: label or [labels]}, every one a method of the experiment."""
+def _comparisons(value: Any, config: "ExperimentConfig", path: Path) -> dict[str, list[str]]:
+    """`compare`: {label: label or [labels]}, every one a method of the experiment that shares a budget with it."""
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise InputError(f"compare: a mapping of method label to the labels it is compared with, got {value!r}", path)
+    methods = {m.label: m for m in config.methods}
     out = {}
     for method, others in value.items():
-        others = [str(o) for o in (others if isinstance(others, list) else [others])]
+        others = list(dict.fromkeys(str(o) for o in (others if isinstance(others, list) else [others])))
         for label in (str(method), *others):
-            if label not in labels:
-                raise InputError(f"compare: {label!r} is not a method label (labels: {', '.join(labels)})", path)
+            if label not in methods:
+                raise InputError(f"compare: {label!r} is not a method label (labels: {', '.join(methods)})", path)
+            if methods[label].name == FULL:
+                raise InputError(f"compare: {label!r} trains on the whole pool; every method is already compared "
+                                 "with it (Δ full)", path)
         if str(method) in others:
             raise InputError(f"compare: {method!r} is compared with itself", path)
+        budgets = set(methods[str(method)].budgets or config.budgets)
+        for other in others:
+            if not budgets & set(methods[other].budgets or config.budgets):
+                raise InputError(f"compare: {method!r} and {other!r} have no budget in common", path)
         out[str(method)] = others
     return out
 

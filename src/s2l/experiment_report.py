@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from s2l.comparison import (LOWER_IS_BETTER, Resampler, format_fraction, interval, paired_difference, point,
-                            random_equivalent)
+from s2l.comparison import (LOWER_IS_BETTER, Resampler, SeedSpread, format_fraction, interval, paired_difference,
+                            point, pooled_spread, random_equivalent)
 from s2l.config import FULL
+from s2l.errors import InputError
 from s2l.fileio import atomic_path, write_bytes_atomic
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ METRICS = ("loss", "accuracy")
 VERDICT_WORDS = {"win": "**win**", "loss": "**loss**", "no difference": "no difference"}  # as results.md shows them
 RESULT_COLUMNS = ["label", "method", "budget", "seed", "test", "n_train", "n_loss", "loss", "n_judged", "accuracy",
                   "select_seconds", "train_seconds", "eval_seconds"]
-SUMMARY_COLUMNS = ["label", "method", "budget", "seeds", "n_train", "test", "metric", "n_items", "value", "low", "high",
+SUMMARY_COLUMNS = ["label", "method", "budget", "seeds", "seed_spread", "n_train", "test", "metric", "n_items", "value", "low", "high",
                    "vs_random", "vs_random_low", "vs_random_high", "vs_random_verdict",
                    "vs_full", "vs_full_low", "vs_full_high", "vs_full_verdict",
                    "random_equivalent", "random_equivalent_low", "random_equivalent_high"]
@@ -78,13 +79,38 @@ def group_rows(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
     return groups
 
 
+def check_items(items: dict[str, dict], rows: list[dict], tests: list[str], cells: Path) -> None:
+    """Every cell was evaluated on the same items of each test set, in the same order: the pairing rests on it."""
+    for test in tests:
+        first = rows[0]["key"]
+        for row in rows[1:]:
+            if not np.array_equal(items[row["key"]][test]["ids"], items[first][test]["ids"]):
+                raise InputError(f"cells {first} and {row['key']} were evaluated on different {test} items (a test "
+                                 "file changed between them?); evaluate both again on the same file",
+                                 cells / row["key"] / "eval" / test / "predictions.jsonl")
+
+
 def arm(items: dict[str, dict], group: list[dict], test: str, metric: str) -> np.ndarray:
     """(seeds, items) of one method at one budget."""
-    first = items[group[0]["key"]][test]["ids"]
-    for row in group[1:]:
-        if not np.array_equal(items[row["key"]][test]["ids"], first):
-            raise ValueError(f"cells {group[0]['key']} and {row['key']} were evaluated on different {test} items")
     return np.stack([items[row["key"]][test][metric] for row in group])
+
+
+def seed_spreads(groups: dict[tuple[str, str], list[dict]], items: dict[str, dict], test: str,
+                 metric: str) -> dict[str, tuple[SeedSpread | None, str]]:
+    """budget → the seed spread every method at that budget uses, and where it comes from: pooled over the
+    methods with several seeds there ("budget"), else over those of every budget ("all budgets": the full pool,
+    alone at its budget, gets the subsets' spread, which its many examples would likely shrink), else none, and
+    the interval holds the items alone (`s2l.comparison`)."""
+    by_budget: dict[str, list[np.ndarray]] = {}
+    for (label, budget), group in groups.items():
+        values = arm(items, group, test, metric)
+        by_budget.setdefault(budget, []).append(values[:, np.isfinite(values).all(axis=0)])
+    overall = pooled_spread([a for arms in by_budget.values() for a in arms])
+    out = {}
+    for budget, arms in by_budget.items():
+        own = pooled_spread(arms)
+        out[budget] = (own, "budget") if own else (overall, "all budgets") if overall else (None, "none")
+    return out
 
 
 # -- the analysis -------------------------------------------------------------------------------------------------
@@ -95,34 +121,51 @@ def summarize(rows: list[dict], items: dict[str, dict], tests: list[str]) -> lis
     # Random's curve in fractions of the pool (budgets given as counts have no place on it beside the full pool).
     random_curve = {float(g[0]["budget"]): g for (label, _), g in groups.items()
                     if label == random_label and isinstance(g[0]["budget"], float)}
+    spreads = {(test, metric): seed_spreads(groups, items, test, metric)
+               for test in test_names(tests) for metric in METRICS}
     out = []
     for (label, budget), group in groups.items():
-        method = group[0]["method"]
         for test in test_names(tests):
             for metric in METRICS:
-                values = arm(items, group, test, metric)
-                if not np.isfinite(values).any():
-                    continue  # a test set without generation has no accuracy
-                keep = np.isfinite(values).all(axis=0)
-                summary = {"label": label, "method": method, "budget": budget, "seeds": len(group),
-                           "n_train": group[0].get("n_train"), "test": test, "metric": metric,
-                           "n_items": int(keep.sum()), "value": point(values[:, keep])}
-                summary["low"], summary["high"] = interval(Resampler(int(keep.sum())).arm(values[:, keep]))
-                lower = LOWER_IS_BETTER[metric]
-                if random_label and method not in (RANDOM, FULL) and (random_label, budget) in groups:
-                    _put(summary, "vs_random", paired_difference(values, arm(items, groups[(random_label, budget)], test, metric), lower))
-                if full and method != FULL:
-                    _put(summary, "vs_full", paired_difference(values, arm(items, full, test, metric), lower))
-                if metric == "loss" and method not in (RANDOM, FULL) and len(random_curve) + bool(full) >= 2:
-                    curve = {b: arm(items, g, test, metric) for b, g in random_curve.items()}
-                    if full:
-                        curve[1.0] = arm(items, full, test, metric)
-                    equivalent = random_equivalent(values, curve)
-                    if equivalent is not None:
-                        summary.update(random_equivalent=equivalent.estimate, random_equivalent_low=equivalent.low,
-                                       random_equivalent_high=equivalent.high)
-                out.append(summary)
+                summary = _summary(label, budget, group, test, metric, items, groups, spreads[(test, metric)],
+                                   random_label, full, random_curve)
+                if summary:
+                    out.append(summary)
     return out
+
+
+def _summary(label, budget, group, test, metric, items, groups, spreads, random_label, full, random_curve) -> dict | None:
+    """One method at one budget on one test set and metric: its value and interval, its differences from random
+    and the full pool, its random-equivalent budget."""
+    method = group[0]["method"]
+    values = arm(items, group, test, metric)
+    if not np.isfinite(values).any():
+        return None  # a test set without generation has no accuracy
+    spread, source = spreads[budget]
+    keep = np.isfinite(values).all(axis=0)
+    summary = {"label": label, "method": method, "budget": budget, "seeds": len(group), "seed_spread": source,
+               "n_train": group[0].get("n_train"), "test": test, "metric": metric, "n_items": int(keep.sum()),
+               "value": point(values[:, keep])}
+    summary["low"], summary["high"] = interval(Resampler(int(keep.sum())).arm(values[:, keep], spread))
+    lower = LOWER_IS_BETTER[metric]
+    if random_label and method not in (RANDOM, FULL) and (random_label, budget) in groups:
+        random_values = arm(items, groups[(random_label, budget)], test, metric)
+        _put(summary, "vs_random", paired_difference(values, random_values, lower, spreads=(spread, spread)))
+    if full and method != FULL:
+        full_spread = spreads[str(full[0]["budget"])][0]
+        _put(summary, "vs_full", paired_difference(values, arm(items, full, test, metric), lower,
+                                                   spreads=(spread, full_spread)))
+    if metric == "loss" and method not in (RANDOM, FULL) and len(random_curve) + bool(full) >= 2:
+        curve = {b: arm(items, g, test, metric) for b, g in random_curve.items()}
+        curve_spreads = {b: spreads[str(g[0]["budget"])][0] for b, g in random_curve.items()}
+        if full:
+            curve[1.0] = arm(items, full, test, metric)
+            curve_spreads[1.0] = spreads[str(full[0]["budget"])][0]
+        equivalent = random_equivalent(values, curve, spread=spread, curve_spreads=curve_spreads)
+        if equivalent is not None:
+            summary.update(random_equivalent=equivalent.estimate, random_equivalent_low=equivalent.low,
+                           random_equivalent_high=equivalent.high)
+    return summary
 
 
 def pairs(rows: list[dict], items: dict[str, dict], tests: list[str], compare: dict[str, list[str]]) -> list[dict]:
@@ -137,8 +180,9 @@ def pairs(rows: list[dict], items: dict[str, dict], tests: list[str], compare: d
             against = groups[(other, budget)]
             for test in test_names(tests):
                 for metric in METRICS:
+                    spread = seed_spreads(groups, items, test, metric)[budget][0]  # one budget: one spread
                     values, baseline = arm(items, group, test, metric), arm(items, against, test, metric)
-                    difference = paired_difference(values, baseline, LOWER_IS_BETTER[metric])
+                    difference = paired_difference(values, baseline, LOWER_IS_BETTER[metric], spreads=(spread, spread))
                     if difference is None:
                         continue  # no item has a value in both (a test set without generation has no accuracy)
                     pair = {"label": label, "against": other, "budget": budget, "seeds": len(group),
@@ -248,7 +292,7 @@ def composition_section(pool: dict[str, int], picked: list[dict]) -> list[str]:
              "| method | budget | seeds | " + " | ".join(names) + " |", "|" + "---|" * (3 + len(names)),
              "| pool | all | – | " + " | ".join(str(pool[n]) for n in names) + " |"]
     for p in picked:
-        cells = [f"{p['sources'].get(n, 0.0):g}" for n in names]
+        cells = [_count(p["sources"].get(n, 0.0)) for n in names]
         lines.append(f"| {p['label']} | {p['budget']} | {p['seeds']} | " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -258,6 +302,8 @@ def write_results(experiment: "Experiment", rows: list[dict]) -> None:
     tests = [t.name for t in experiment.config.test_sets()]
     out = experiment.out
     items = {row["key"]: cell_items(experiment.out / "cells" / row["key"], tests) for row in rows}
+    if rows:
+        check_items(items, rows, test_names(tests), experiment.out / "cells")
     write_bytes_atomic(out / "results.csv", _csv(result_rows(rows, items, tests), RESULT_COLUMNS))
     summary = summarize(rows, items, tests) if rows else []
     write_bytes_atomic(out / "summary.csv", _csv(summary, SUMMARY_COLUMNS))
@@ -311,7 +357,8 @@ def _value(s: dict, metric: str, key: str = "value") -> str:
     if s.get(key) is None:
         return "–"
     low, high, sign = ("low", "high", "") if key == "value" else (f"{key}_low", f"{key}_high", "+")
-    text = f"{s[key] * scale:{sign}.{digits}f} [{s[low] * scale:.{digits}f}, {s[high] * scale:.{digits}f}]"
+    text = (f"{_fixed(s[key] * scale, digits, sign)} "
+            f"[{_fixed(s[low] * scale, digits)}, {_fixed(s[high] * scale, digits)}]")
     verdict = s.get(f"{key}_verdict")
     return text + (f" {VERDICT_WORDS[verdict]}" if verdict in ("win", "loss") else "")
 
@@ -322,10 +369,13 @@ def markdown(name: str, summary: list[dict], tests: list[str], costs: list[dict]
     smallest = min((float(s["budget"]) for s in summary if s["budget"] != "all"), default=0.1)
     lines = [f"# {name}", "",
              "Held-out response loss (mean token cross-entropy per example, lower is better) and answer accuracy (%), "
-             "each with its 95% bootstrap interval over test items and seeds. Δ random: the method minus random at the "
-             "same budget, item by item; Δ full: minus the full pool. **win**/**loss** only where the interval "
-             "excludes zero. Random-equivalent: the budget at which random's loss curve reaches the method's loss "
-             "(`s2l.comparison`).", ""]
+             "each with its 95% interval over test items and seeds: a percentile bootstrap of the items, with each "
+             "method's seed effect drawn from the seed-to-seed variance pooled over the methods with several seeds "
+             "at its budget (a t with the pooled degrees of freedom, as a two-sample t-test; the full pool, alone at "
+             "its budget, takes the subsets' pooled variance). Δ random: the method minus random at the same budget, "
+             "item by item; Δ full: minus the full pool. **win**/**loss** only where the interval excludes zero. "
+             "Random-equivalent: the "
+             "budget at which random's loss curve reaches the method's loss (`s2l.comparison`).", ""]
     lines += verdict_section(summary)
     lines += pairs_section(compared)
     for metric in METRICS:
@@ -402,8 +452,8 @@ def pairs_section(compared: list[dict]) -> list[str]:
         return []
     metrics = [m for m in METRICS if any(p["metric"] == m for p in compared)]
     lines = ["## Paired comparisons (`compare`)", "",
-             "The method minus the other at the same budget, item by item, with its 95% bootstrap interval over "
-             "test items and each side's seeds; **win**/**loss** only where the interval excludes zero.", "",
+             "The method minus the other at the same budget, item by item, with its 95% interval over test items and "
+             "each side's seeds, as above; **win**/**loss** only where the interval excludes zero.", "",
              "| method | against | budget | seeds | test | " + " | ".join(f"Δ {m}" for m in metrics) + " |",
              "|" + "---|" * (5 + len(metrics))]
     by_row: dict[tuple, dict[str, dict]] = {}
@@ -432,6 +482,17 @@ def _sci(value) -> str:
 
 def _num(value, digits: int = 0) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _count(value: float) -> str:
+    """A count, or a mean of counts over seeds to one decimal."""
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
+
+
+def _fixed(value: float, digits: int, sign: str = "") -> str:
+    """`value` to `digits` decimals, a value that rounds to zero without a minus sign."""
+    rounded = round(value, digits)
+    return f"{rounded if rounded != 0 else 0.0:{sign}.{digits}f}"
 
 
 def plot(summary: list[dict], tests: list[str], path: Path) -> None:
