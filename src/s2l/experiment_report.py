@@ -113,6 +113,12 @@ def seed_spreads(groups: dict[tuple[str, str], list[dict]], items: dict[str, dic
     return out
 
 
+def every_seed_spread(groups: dict[tuple[str, str], list[dict]], items: dict[str, dict],
+                      tests: list[str]) -> dict[tuple[str, str], dict[str, tuple[SeedSpread | None, str]]]:
+    """(test, metric) → `seed_spreads`, computed once for every comparison that needs them."""
+    return {(test, metric): seed_spreads(groups, items, test, metric) for test in test_names(tests) for metric in METRICS}
+
+
 # -- the analysis -------------------------------------------------------------------------------------------------
 def summarize(rows: list[dict], items: dict[str, dict], tests: list[str]) -> list[dict]:
     groups = group_rows(rows)
@@ -121,8 +127,7 @@ def summarize(rows: list[dict], items: dict[str, dict], tests: list[str]) -> lis
     # Random's curve in fractions of the pool (budgets given as counts have no place on it beside the full pool).
     random_curve = {float(g[0]["budget"]): g for (label, _), g in groups.items()
                     if label == random_label and isinstance(g[0]["budget"], float)}
-    spreads = {(test, metric): seed_spreads(groups, items, test, metric)
-               for test in test_names(tests) for metric in METRICS}
+    spreads = every_seed_spread(groups, items, tests)
     out = []
     for (label, budget), group in groups.items():
         for test in test_names(tests):
@@ -151,8 +156,8 @@ def _summary(label, budget, group, test, metric, items, groups, spreads, random_
     if random_label and method not in (RANDOM, FULL) and (random_label, budget) in groups:
         random_values = arm(items, groups[(random_label, budget)], test, metric)
         _put(summary, "vs_random", paired_difference(values, random_values, lower, spreads=(spread, spread)))
+    full_spread = spreads[str(full[0]["budget"])][0] if full else None
     if full and method != FULL:
-        full_spread = spreads[str(full[0]["budget"])][0]
         _put(summary, "vs_full", paired_difference(values, arm(items, full, test, metric), lower,
                                                    spreads=(spread, full_spread)))
     if metric == "loss" and method not in (RANDOM, FULL) and len(random_curve) + bool(full) >= 2:
@@ -160,7 +165,7 @@ def _summary(label, budget, group, test, metric, items, groups, spreads, random_
         curve_spreads = {b: spreads[str(g[0]["budget"])][0] for b, g in random_curve.items()}
         if full:
             curve[1.0] = arm(items, full, test, metric)
-            curve_spreads[1.0] = spreads[str(full[0]["budget"])][0]
+            curve_spreads[1.0] = full_spread
         equivalent = random_equivalent(values, curve, spread=spread, curve_spreads=curve_spreads)
         if equivalent is not None:
             summary.update(random_equivalent=equivalent.estimate, random_equivalent_low=equivalent.low,
@@ -172,6 +177,7 @@ def pairs(rows: list[dict], items: dict[str, dict], tests: list[str], compare: d
     """The comparisons `compare` names: each method minus each of its others at every budget both ran, item
     by item, with the same paired bootstrap as the differences from random."""
     groups = group_rows(rows)
+    spreads = every_seed_spread(groups, items, tests) if compare else {}
     out = []
     for (label, budget), group in groups.items():
         for other in compare.get(label, []):
@@ -180,7 +186,7 @@ def pairs(rows: list[dict], items: dict[str, dict], tests: list[str], compare: d
             against = groups[(other, budget)]
             for test in test_names(tests):
                 for metric in METRICS:
-                    spread = seed_spreads(groups, items, test, metric)[budget][0]  # one budget: one spread
+                    spread = spreads[(test, metric)][budget][0]  # one budget: one spread for both
                     values, baseline = arm(items, group, test, metric), arm(items, against, test, metric)
                     difference = paired_difference(values, baseline, LOWER_IS_BETTER[metric], spreads=(spread, spread))
                     if difference is None:
@@ -374,8 +380,8 @@ def markdown(name: str, summary: list[dict], tests: list[str], costs: list[dict]
              "at its budget (a t with the pooled degrees of freedom, as a two-sample t-test; the full pool, alone at "
              "its budget, takes the subsets' pooled variance). Δ random: the method minus random at the same budget, "
              "item by item; Δ full: minus the full pool. **win**/**loss** only where the interval excludes zero. "
-             "Random-equivalent: the "
-             "budget at which random's loss curve reaches the method's loss (`s2l.comparison`).", ""]
+             "Random-equivalent: the budget at which random's loss curve reaches the method's loss "
+             "(`s2l.comparison`).", ""]
     lines += verdict_section(summary)
     lines += pairs_section(compared)
     for metric in METRICS:
