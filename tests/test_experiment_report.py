@@ -141,15 +141,34 @@ def test_every_method_at_a_budget_uses_the_seed_spread_pooled_there():
     assert {k: s["seed_spread"] for k, s in summary.items()} == {"full": "all budgets", "random": "budget",
                                                                  "s2l": "budget"}
     # s2l moves as random's seeds do: sqrt(0.5 / 1) t(1), whose 95% interval is ±12.7 x 0.71; random by half that.
-    assert summary["s2l"]["low"] < 1.5 - 5 and summary["s2l"]["high"] > 1.5 + 5
-    assert summary["random"]["low"] < 2.5 - 3 and summary["random"]["high"] > 2.5 + 3
-    assert summary["full"]["low"] < 1.0 - 5  # alone at its budget: the subsets' spread
+    # (A loss cannot go below 0, nor its interval.)
+    assert summary["s2l"]["low"] == 0.0 and summary["s2l"]["high"] > 1.5 + 5
+    assert summary["random"]["low"] == 0.0 and summary["random"]["high"] > 2.5 + 3
+    # Alone at its budget, the full pool takes the subsets' spread.
+    assert summary["full"]["low"] == 0.0 and summary["full"]["high"] > 1.0 + 5
     assert summary["s2l"]["vs_random_verdict"] == "no difference"  # -1.0, but two seeds of random cannot say so
     assert summary["s2l"]["vs_full"] == pytest.approx(0.5)
     # No method with two seeds anywhere: the items alone, an interval of no width here.
     alone = {s["label"]: s for s in summarize(rows[:2] + rows[3:], items, ["gsm8k"])}
     assert {k: s["seed_spread"] for k, s in alone.items()} == {"full": "none", "random": "none", "s2l": "none"}
     assert [alone["s2l"][k] for k in ("low", "high")] == pytest.approx([1.5, 1.5])
+
+
+def test_an_accuracy_interval_stays_within_0_and_1():
+    import numpy as np
+
+    from s2l.experiment_report import summarize
+
+    rows = [{"key": f"random/b0.1-s{k}", "label": "random", "method": "random", "budget": 0.1} for k in range(3)]
+    ids = np.array([f"q{i}" for i in range(20)], dtype=object)
+    # Three right answers in 20 for one seed, none for the others: a seed spread (variance 0.005 on 2 degrees
+    # of freedom, drawn as a t) that would carry the mean, 0.05, to about -0.13 unclipped.
+    right = [np.r_[np.ones(3), np.zeros(17)], np.zeros(20), np.zeros(20)]
+    items = {row["key"]: {"gsm8k": {"ids": ids, "loss": np.ones(20), "accuracy": acc}}
+             for row, acc in zip(rows, right)}
+    accuracy = next(s for s in summarize(rows, items, ["gsm8k"]) if s["metric"] == "accuracy")
+    assert accuracy["value"] == pytest.approx(0.05)
+    assert accuracy["low"] == 0.0 and 0.1 < accuracy["high"] < 1.0
 
 
 def test_cells_evaluated_on_different_items_are_an_error(tmp_path):

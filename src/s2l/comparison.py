@@ -41,6 +41,9 @@ N_BOOTSTRAP = 2000
 
 # Which way is better, per metric: the loss falls, the accuracy rises.
 LOWER_IS_BETTER = {"loss": True, "accuracy": False}
+# What values a metric can take: a level's interval is clipped to them (a seed effect drawn as a t can carry
+# an accuracy near 0 below it). Differences are not clipped.
+METRIC_RANGE = {"loss": (0.0, np.inf), "accuracy": (0.0, 1.0)}
 
 
 @dataclass(frozen=True)
@@ -130,8 +133,10 @@ def point(values: np.ndarray) -> float:
     return float(np.atleast_2d(values).mean(axis=0).mean())
 
 
-def interval(replicates: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
-    low, high = np.quantile(replicates, [(1 - level) / 2, (1 + level) / 2], method="inverted_cdf")
+def interval(replicates: np.ndarray, level: float = LEVEL,
+             bounds: tuple[float, float] = (-np.inf, np.inf)) -> tuple[float, float]:
+    """The percentile interval of `replicates`, clipped to `bounds` (the values the quantity can take)."""
+    low, high = np.clip(np.quantile(replicates, [(1 - level) / 2, (1 + level) / 2], method="inverted_cdf"), *bounds)
     return float(low), float(high)
 
 

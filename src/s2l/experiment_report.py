@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from s2l.comparison import (LOWER_IS_BETTER, Resampler, SeedSpread, format_fraction, interval, paired_difference,
-                            point, pooled_spread, random_equivalent)
+from s2l.comparison import (LOWER_IS_BETTER, METRIC_RANGE, Resampler, SeedSpread, format_fraction, interval,
+                            paired_difference, point, pooled_spread, random_equivalent)
 from s2l.config import FULL
 from s2l.errors import InputError
 from s2l.fileio import atomic_path, write_bytes_atomic
@@ -151,7 +151,8 @@ def _summary(label, budget, group, test, metric, items, groups, spreads, random_
     summary = {"label": label, "method": method, "budget": budget, "seeds": len(group), "seed_spread": source,
                "n_train": group[0].get("n_train"), "test": test, "metric": metric, "n_items": int(keep.sum()),
                "value": point(values[:, keep])}
-    summary["low"], summary["high"] = interval(Resampler(int(keep.sum())).arm(values[:, keep], spread))
+    summary["low"], summary["high"] = interval(Resampler(int(keep.sum())).arm(values[:, keep], spread),
+                                               bounds=METRIC_RANGE[metric])
     lower = LOWER_IS_BETTER[metric]
     if random_label and method not in (RANDOM, FULL) and (random_label, budget) in groups:
         random_values = arm(items, groups[(random_label, budget)], test, metric)
@@ -378,8 +379,9 @@ def markdown(name: str, summary: list[dict], tests: list[str], costs: list[dict]
              "each with its 95% interval over test items and seeds: a percentile bootstrap of the items, with each "
              "method's seed effect drawn from the seed-to-seed variance pooled over the methods with several seeds "
              "at its budget (a t with the pooled degrees of freedom, as a two-sample t-test; the full pool, alone at "
-             "its budget, takes the subsets' pooled variance). Δ random: the method minus random at the same budget, "
-             "item by item; Δ full: minus the full pool. **win**/**loss** only where the interval excludes zero. "
+             "its budget, takes the subsets' pooled variance; a value's interval is clipped to what the metric can "
+             "take). Δ random: the method minus random at the same budget, item by item; Δ full: minus the full "
+             "pool. **win**/**loss** only where the interval excludes zero. "
              "Random-equivalent: the budget at which random's loss curve reaches the method's loss "
              "(`s2l.comparison`).", ""]
     lines += verdict_section(summary)
