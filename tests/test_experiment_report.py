@@ -184,3 +184,31 @@ def test_cells_evaluated_on_different_items_are_an_error(tmp_path):
     with pytest.raises(InputError, match="cells random/b0.1-s0 and s2l/b0.1-s0 were evaluated on different gsm8k items") as e:
         check_items(items, rows, ["gsm8k"], tmp_path)
     assert e.value.path == str(tmp_path / "s2l/b0.1-s0" / "eval" / "gsm8k" / "predictions.jsonl")
+
+
+def test_costs_count_the_recording_for_the_methods_that_read_it():
+    from s2l.experiment_report import method_costs
+
+    def row(method, budget, seed, select, train, tokens):
+        return {"key": f"{method}/b{budget}-s{seed}", "label": method, "method": method, "budget": budget,
+                "select_seconds": select, "train_seconds": train, "train": {"input_tokens": tokens, "epochs": 3}}
+
+    rows = [row("full", "all", 0, 0.0, 1000.0, 10_000), row("random", 0.1, 0, 0.5, 90.0, 1_000),
+            row("random", 0.1, 1, 1.5, 110.0, 1_200), row("s2l", 0.1, 0, 2.0, 100.0, 1_100)]
+    recording = {"seconds": 800.0, "flops": 5.0e6}
+    by_label = {c["label"]: c for c in method_costs(rows, target_params=10, recording=recording)}
+    full, random, s2l = by_label["full"], by_label["random"], by_label["s2l"]
+    # 6 x params x tokens x epochs for training; the full pool's training is the baseline, recording left out.
+    assert full["train_flops"] == 6 * 10 * 10_000 * 3 and full["total_seconds"] == 1000.0
+    assert full["saved_seconds"] == 0.0 and not full["uses_proxy"]
+    # random reads no trajectory: its seeds' mean selection and training, nothing recorded.
+    assert (random["record_seconds"], random["total_seconds"], random["saved_seconds"]) == (0.0, 101.0, 899.0)
+    assert random["saved_flops"] == 6 * 10 * 3 * (10_000 - 1_100)
+    # s2l pays for the recording: 800 + 2 + 100, against the full pool's 1000.
+    assert s2l["uses_proxy"] and (s2l["total_seconds"], s2l["saved_seconds"]) == (902.0, 98.0)
+    assert s2l["total_flops"] == 5.0e6 + 6 * 10 * 1_100 * 3
+    assert s2l["saved_flops"] == 6 * 10 * 10_000 * 3 - s2l["total_flops"]
+    # No recording on record (or no parameter count): the totals are unknown, not understated.
+    unknown = {c["label"]: c for c in method_costs(rows, target_params=None, recording=None)}
+    assert unknown["s2l"]["total_seconds"] is None and unknown["s2l"]["saved_seconds"] is None
+    assert unknown["random"]["total_seconds"] == 101.0 and unknown["random"]["saved_flops"] is None

@@ -245,6 +245,15 @@ def cost_rows(experiment: "Experiment", rows: list[dict]) -> tuple[list[dict], d
         target_params = parameter_count(Path(resolve(experiment.config.target["model"])))
     except Exception:  # a hub id not in the cache: the FLOPs are left out, the times stay
         target_params = None
+    recording = recording_cost(experiment.out / "proxy-run")
+    return method_costs(rows, target_params, recording), recording
+
+
+def method_costs(rows: list[dict], target_params: int | None, recording: dict | None) -> list[dict]:
+    """Each method's cost at each budget (the mean over its seeds) against the full pool's training: a method
+    that reads the proxy's trajectories pays for their recording too (once per pool, whatever the budget)."""
+    from s2l.selection.base import METHODS
+
     groups = group_rows(rows)
     full = next((g for g in groups.values() if g[0]["method"] == FULL), None)
 
@@ -254,19 +263,29 @@ def cost_rows(experiment: "Experiment", rows: list[dict]) -> tuple[list[dict], d
             return None
         return 6.0 * target_params * train["input_tokens"] * train["epochs"]
 
-    full_seconds = float(np.mean([r["train_seconds"] for r in full])) if full else None
+    def mean(values: list) -> float | None:
+        return None if any(v is None for v in values) else float(np.mean(values))
+
+    full_seconds = mean([r["train_seconds"] for r in full]) if full else None
     full_flops = flops(full[0]) if full else None
     out = []
     for (label, budget), group in groups.items():
-        seconds = float(np.mean([r["train_seconds"] for r in group]))
-        f = [flops(r) for r in group]
-        mean_flops = float(np.mean(f)) if all(x is not None for x in f) else None
-        out.append({"label": label, "budget": budget, "seeds": len(group),
-                    "select_seconds": float(np.mean([r.get("select_seconds") or 0.0 for r in group])),
-                    "train_seconds": seconds, "train_flops": mean_flops,
-                    "saved_seconds": None if full_seconds is None else full_seconds - seconds,
-                    "saved_flops": None if full_flops is None or mean_flops is None else full_flops - mean_flops})
-    return out, recording_cost(experiment.out / "proxy-run")
+        method = group[0]["method"]
+        uses_proxy = method != FULL and (method not in METHODS or METHODS[method].factory.uses_proxy)
+        select_seconds = float(np.mean([r.get("select_seconds") or 0.0 for r in group]))
+        train_seconds = float(np.mean([r["train_seconds"] for r in group]))
+        train_flops = mean([flops(r) for r in group])
+        record_seconds = (recording or {}).get("seconds") if uses_proxy else 0.0
+        record_flops = (recording or {}).get("flops") if uses_proxy else 0.0
+        seconds = None if record_seconds is None else record_seconds + select_seconds + train_seconds
+        total_flops = None if record_flops is None or train_flops is None else record_flops + train_flops
+        out.append({"label": label, "budget": budget, "seeds": len(group), "uses_proxy": uses_proxy,
+                    "record_seconds": record_seconds, "select_seconds": select_seconds,
+                    "train_seconds": train_seconds, "train_flops": train_flops,
+                    "total_seconds": seconds, "total_flops": total_flops,
+                    "saved_seconds": None if full_seconds is None or seconds is None else full_seconds - seconds,
+                    "saved_flops": None if full_flops is None or total_flops is None else full_flops - total_flops})
+    return out
 
 
 # -- what the subsets hold ----------------------------------------------------------------------------------------
@@ -411,13 +430,18 @@ def markdown(name: str, summary: list[dict], tests: list[str], costs: list[dict]
         lines += ["## Cost", ""]
         if recording:
             flops = "" if recording["flops"] is None else f", {recording['flops']:.3g} FLOPs"
-            lines += [f"Recording the proxy's trajectories (once, for every method): {recording['seconds']} s{flops} "
+            lines += [f"Recording the proxy's trajectories (once, for every method that reads them): {recording['seconds']} s{flops} "
                       "(6 x params x tokens a training pass, 2 x a scoring pass).", ""]
-        lines += ["| method | budget | seeds | selection (s) | target training (s) | training FLOPs | saved vs full (s) | saved FLOPs |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["Each row's total counts the recording where the method reads the proxy's trajectories (random, "
+                  "source-random and the full pool do not); saved: the full pool's training minus that total.", "",
+                  "| method | budget | seeds | proxy recording (s) | selection (s) | target training (s) | total (s) "
+                  "| saved vs full (s) | training FLOPs | total FLOPs | saved FLOPs |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for c in costs:
-            lines.append(f"| {c['label']} | {c['budget']} | {c['seeds']} | {c['select_seconds']:.1f} | {c['train_seconds']:.0f} | "
-                         f"{_sci(c['train_flops'])} | {_signed(c['saved_seconds'])} | {_sci(c['saved_flops'])} |")
+            recorded = _num(c["record_seconds"]) if c["uses_proxy"] else "–"
+            lines.append(f"| {c['label']} | {c['budget']} | {c['seeds']} | {recorded} | {c['select_seconds']:.1f} | "
+                         f"{c['train_seconds']:.0f} | {_num(c['total_seconds'])} | {_signed(c['saved_seconds'])} | "
+                         f"{_sci(c['train_flops'])} | {_sci(c['total_flops'])} | {_sci(c['saved_flops'])} |")
         lines.append("")
     if transfer:
         lines += ["## Proxy → target rank agreement", "",

@@ -13,6 +13,8 @@ A selector class declares what it needs and what it reports (docs/extending.md):
                           embed), "embeddings", "lengths" (response lengths); `needed_inputs()` says which
                           of them `s2l select` must supply for the parameters given (default: all)
     manifest_attributes   learned attributes written into the selection manifest's "learned"
+    uses_proxy            False for a method that reads nothing the proxy's training produced (random,
+                          source-random, length): its cost leaves out the recording
     Parameters: block     in the class docstring, `name   help` lines: the help `s2l methods` shows
 
 The registry (`METHODS`) finds its methods itself: the first time it is read it imports every module of
@@ -121,6 +123,7 @@ class Selector:
     draw_stream = 0  # methods that share another's fit draw from their own random stream
     fit_inputs: tuple[str, ...] = ()  # what `fit` takes besides trajectories and sources
     manifest_attributes: tuple[str, ...] = ()  # learned attributes the manifest records (those that are set)
+    uses_proxy = True  # reads what the proxy's training produced (False: the pool's tokens alone), so pays for it
 
     def __init__(self, seed: int = 0):
         self.seed = seed

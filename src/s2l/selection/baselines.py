@@ -17,12 +17,16 @@ from s2l.trajectories.matrix import Trajectories
 
 @register("random", "Uniform random sample of the pool")
 class RandomSelector(Selector):
+    uses_proxy = False
+
     def _select(self, count: int, rng: np.random.Generator) -> np.ndarray:
         return rng.choice(self._selectable_rows(), size=count, replace=False)
 
 
 @register("source-random", "Random inside each source, the budget split over sources as S2L's first step does")
 class SourceRandom(Selector):
+    uses_proxy = False
+
     def _select(self, count: int, rng: np.random.Generator) -> np.ndarray:
         groups = source_groups(self.sources_, self._selectable_rows())
         quotas = source_quotas(groups, count)
@@ -142,6 +146,7 @@ class LengthLong(RankingSelector):
     """fit(trajectories, lengths=None): lengths default to the trajectories' response-token counts."""
 
     ascending = False
+    uses_proxy = False  # the response lengths are the tokeniser's
     fit_inputs = ("lengths",)
     manifest_attributes = ("length_unit_",)
 
