@@ -212,3 +212,9 @@ def test_costs_count_the_recording_for_the_methods_that_read_it():
     unknown = {c["label"]: c for c in method_costs(rows, target_params=None, recording=None)}
     assert unknown["s2l"]["total_seconds"] is None and unknown["s2l"]["saved_seconds"] is None
     assert unknown["random"]["total_seconds"] == 101.0 and unknown["random"]["saved_flops"] is None
+    from s2l.experiment_report import markdown
+
+    md = markdown("x", [], [], list(by_label.values()), recording, None)
+    assert "reads the proxy's trajectories (full, random: not)" in md
+    assert "| s2l | 0.1 | 1 | 800 | 2.0 | 100 | 902 | +98 |" in md
+    assert "| random | 0.1 | 2 | – | 1.0 | 100 | 101 | +899 |" in md

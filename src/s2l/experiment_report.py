@@ -430,10 +430,12 @@ def markdown(name: str, summary: list[dict], tests: list[str], costs: list[dict]
         lines += ["## Cost", ""]
         if recording:
             flops = "" if recording["flops"] is None else f", {recording['flops']:.3g} FLOPs"
-            lines += [f"Recording the proxy's trajectories (once, for every method that reads them): {recording['seconds']} s{flops} "
-                      "(6 x params x tokens a training pass, 2 x a scoring pass).", ""]
-        lines += ["Each row's total counts the recording where the method reads the proxy's trajectories (random, "
-                  "source-random and the full pool do not); saved: the full pool's training minus that total.", "",
+            lines += [f"Recording the proxy's trajectories (once, for every method that reads them): "
+                      f"{recording['seconds']} s{flops} (6 x params x tokens a training pass, 2 x a scoring pass).", ""]
+        without = list(dict.fromkeys(c["label"] for c in costs if not c["uses_proxy"]))
+        lines += ["Each row's total counts the recording where the method reads the proxy's trajectories"
+                  + (f" ({', '.join(without)}: not)" if without else "")
+                  + "; saved: the full pool's training minus that total.", "",
                   "| method | budget | seeds | proxy recording (s) | selection (s) | target training (s) | total (s) "
                   "| saved vs full (s) | training FLOPs | total FLOPs | saved FLOPs |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
