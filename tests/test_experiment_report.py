@@ -218,3 +218,33 @@ def test_costs_count_the_recording_for_the_methods_that_read_it():
     assert "reads the proxy's trajectories (full, random: not)" in md
     assert "| s2l | 0.1 | 1 | 800 | 2.0 | 100 | 902 | +98 |" in md
     assert "| random | 0.1 | 2 | – | 1.0 | 100 | 101 | +899 |" in md
+
+
+def test_recording_cost_finds_the_model_of_a_store_recorded_elsewhere(tmp_path):
+    """A store restored from another machine names that machine's cache path: its FLOPs come from the same model
+    found here by the name it was recorded under, not dropped from the cost table."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+    from safetensors.torch import save_file
+
+    from s2l.experiment_report import recording_cost
+
+    model = tmp_path / "model"
+    model.mkdir()
+    save_file({"a": torch.zeros(3, 4), "b": torch.zeros(5)}, str(model / "model.safetensors"))  # 17 parameters
+    run = tmp_path / "proxy-run"
+    run.mkdir()
+    pq.write_table(pa.table({"n_input_tokens": [10, 20, 30], "excluded": [None, None, "too_long"]}),
+                   run / "examples.parquet")
+    manifest = {"model": str(model), "model_path": "/elsewhere/cache/model", "snapshots": [1, 2],
+                "training": {"epochs": 3}, "wall_seconds": 12.5, "complete": True}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    cost = recording_cost(run)
+    # 3 training epochs at 6 x params x tokens and 2 scoring passes at 2 x, over the 30 tokens not excluded.
+    assert cost == {"seconds": 12.5, "complete": True, "flops": (6 * 3 + 2 * 2) * 17 * 30}
+    manifest["model"] = str(tmp_path / "gone")  # nothing here by that name either: unknown, not zero
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    assert recording_cost(run)["flops"] is None

@@ -221,6 +221,20 @@ def parameter_count(model_dir: Path) -> int | None:
     return total if found else None
 
 
+def _model_dir(manifest: dict) -> Path:
+    """The recorded model's folder; where the store was recorded on another machine (its cache path is not
+    here), the same model found here by the name it was recorded under."""
+    recorded = Path(manifest.get("model_path") or "")
+    if recorded.is_dir() or not manifest.get("model"):
+        return recorded
+    from s2l.models import resolve
+
+    try:
+        return Path(resolve(manifest["model"]))
+    except Exception:  # a hub id not in the cache, a folder gone: the FLOPs are left out, the times stay
+        return recorded
+
+
 def recording_cost(run: Path) -> dict | None:
     """A store's wall time and its FLOPs at 6 x params x tokens for training, 2 x for each scoring pass."""
     manifest_path = run / "manifest.json"
@@ -231,7 +245,7 @@ def recording_cost(run: Path) -> dict | None:
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     examples = pq.read_table(run / "examples.parquet", columns=["n_input_tokens", "excluded"]).to_pydict()
     tokens = sum(n for n, why in zip(examples["n_input_tokens"], examples["excluded"]) if why is None)
-    params = parameter_count(Path(manifest["model_path"])) if manifest.get("model_path") else None
+    params = parameter_count(_model_dir(manifest)) if manifest.get("model_path") or manifest.get("model") else None
     passes = len(manifest.get("snapshots") or [])
     epochs = manifest["training"]["epochs"]
     return {"seconds": manifest.get("wall_seconds"), "complete": bool(manifest.get("complete")),
