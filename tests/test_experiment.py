@@ -154,6 +154,30 @@ def test_a_killed_experiment_finishes_only_the_missing_cells(tiny_model_dir, poo
     assert sorted(r["budget"] for r in rows) == ["0.25", "0.5"]
 
 
+def test_only_runs_the_matching_cells_and_keeps_the_others_results(tiny_model_dir, pool_dir, tmp_path):
+    """`--only full/*` trains the reference alone (no trajectory is recorded for it); a later run does the rest,
+    and the results of both runs stand together."""
+    config = write_config(tmp_path, tiny_model_dir, pool_dir, methods=["full", "random"], budgets=[0.5], seeds=[0],
+                          target={"model": str(tiny_model_dir),
+                                  "train": {"epochs": 1, "batch_size": 4, "learning_rate": 1e-3, "precision": "float32"}})
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["experiment", str(config), "--out", str(out), "--no-progress", "--only", "full/*"])
+    assert result.exit_code == 0, result.output
+    assert (out / "cells" / "full" / "all-s0" / "metrics.json").is_file()
+    assert not (out / "cells" / "random").exists() and not (out / "proxy-run").exists()
+    assert [(r["method"], r["budget"]) for r in csv.DictReader(open(out / "results.csv"))] == [("full", "all")]
+    finished_at = (out / "cells" / "full" / "all-s0" / "metrics.json").stat().st_mtime_ns
+    result = runner.invoke(app, ["experiment", str(config), "--out", str(out), "--no-progress", "--only", "random/*"])
+    assert result.exit_code == 0, result.output
+    assert [(r["method"], r["budget"]) for r in csv.DictReader(open(out / "results.csv"))] == [("full", "all"),
+                                                                                               ("random", "0.5")]
+    assert (out / "cells" / "full" / "all-s0" / "metrics.json").stat().st_mtime_ns == finished_at  # not run again
+    result = runner.invoke(app, ["experiment", str(config), "--out", str(out), "--only", "s2l/*"])
+    assert result.exit_code == 2
+    assert "--only: no cell matches 's2l/*' (the cells: full/all-s0, random/b0.5-s0)" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_bad_configs_are_clear_errors(tmp_path, pool_dir):
     model = tmp_path / "model"  # loading a config reads no model
     bad = tmp_path / "bad.yaml"

@@ -585,6 +585,8 @@ def experiment(
     analyze: bool = typer.Option(False, "--analyze", help="Only rewrite the results from the cells finished so far."),
     status: bool = typer.Option(False, "--status", help="Only say where the run stands: what is finished, started and "
                                 "left, and a time estimate (reads markers only; safe beside a running experiment)."),
+    only: Optional[str] = typer.Option(None, "--only", help="Run only the cells whose key matches this pattern "
+                                       "('full/*', 'random/b0.1-*'); the rest wait for a later run."),
 ):
     """Record trajectories once, then select, train and evaluate the target for every method, budget and seed.
 
@@ -603,7 +605,7 @@ def experiment(
     elif analyze:
         runner.analyze()
     else:
-        runner.run()
+        runner.run(only=only)
 
 
 def _print_status(status: dict) -> None:

@@ -36,6 +36,7 @@ generated data; `out` relative to where the command runs):
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import shutil
@@ -97,12 +98,20 @@ class Experiment:
             if method.name != FULL:
                 make_selector(method.name, **method.params)
 
-    def run(self) -> list[dict]:
+    def run(self, only: str | None = None) -> list[dict]:
+        """Every step not finished yet. `only`: a pattern of cell keys (`full/*`, `random/b0.1-*`; shell-style) to
+        run those cells alone, in their usual order; the others wait for a later run, and the results hold every
+        cell finished so far. So a session that has time for one long cell can run it first."""
         started = time.perf_counter()
         self.check()
+        cells = self.config.cells()
+        chosen = cells if only is None else [c for c in cells if fnmatch.fnmatchcase(c.key, only)]
+        if not chosen:
+            raise InputError(f"no cell matches {only!r} (the cells: {', '.join(c.key for c in cells)})",
+                             parameter="only")
         with directory_lock(self.out):  # one experiment per output directory
             remove_leftovers(self.out)  # half-written files and folders of a killed run (we hold the lock)
-            return self._run(started)
+            return self._run(started, chosen)
 
     def analyze(self) -> list[dict]:
         """Rewrite the results from the cells finished so far; nothing is recorded, trained or evaluated."""
@@ -163,20 +172,27 @@ class Experiment:
             pool = sum(1 for line in self.pool.open("rb") if line.strip()) if self.pool.is_file() else 0
         return sum(per_eval + per_example * (pool if c.budget is None else resolve_budget(c.budget, pool)) for c in left)
 
-    def _run(self, started: float) -> list[dict]:
+    def _run(self, started: float, chosen: list[Cell]) -> list[dict]:
         self._generate_data()
         self._write_test_files()
-        proxy_run = self._record("proxy", self.config.proxy)
         cells = self.config.cells()
+        # The full pool's cell reads no trajectory: a run of it alone records none.
+        needs_proxy = any(c.budget is not None for c in chosen)
+        proxy_run = self._record("proxy", self.config.proxy) if needs_proxy else self.out / "proxy-run"
         smallest = min((float(c.budget) for c in cells if c.budget is not None), default=None)
         rows = []
         for position, cell in enumerate(cells, 1):
+            if cell not in chosen:
+                if self._finished(cell):  # another run's: kept in the results
+                    rows.append(self._finished_row(cell))
+                continue
             if cell.budget is not None and float(cell.budget) > smallest:  # the smallest budget's cells are done
                 self._target_trajectories(proxy_run)
             rows.append(self._run_cell(cell, proxy_run, f"{position} of {len(cells)}"))
             self._write_results(rows)
             self._print_row(rows[-1])
-        self._target_trajectories(proxy_run)
+        if needs_proxy:
+            self._target_trajectories(proxy_run)
         self._write_results(rows)
         log.info(f"experiment done in {time.perf_counter() - started:.0f} s: {self.out / 'results.md'}")
         return rows
