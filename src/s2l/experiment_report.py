@@ -221,18 +221,16 @@ def parameter_count(model_dir: Path) -> int | None:
     return total if found else None
 
 
-def _model_dir(manifest: dict) -> Path:
-    """The recorded model's folder; where the store was recorded on another machine (its cache path is not
-    here), the same model found here by the name it was recorded under."""
-    recorded = Path(manifest.get("model_path") or "")
-    if recorded.is_dir() or not manifest.get("model"):
-        return recorded
+def _local_model(model: str) -> Path | None:
+    """A model name or path as a folder on this machine; None where it is not here (a hub id not in the cache,
+    a folder gone): the FLOPs are then left out, the times stay."""
     from s2l.models import resolve
 
     try:
-        return Path(resolve(manifest["model"]))
-    except Exception:  # a hub id not in the cache, a folder gone: the FLOPs are left out, the times stay
-        return recorded
+        folder = Path(resolve(model))
+    except Exception:
+        return None
+    return folder if folder.is_dir() else None
 
 
 def recording_cost(run: Path) -> dict | None:
@@ -245,7 +243,10 @@ def recording_cost(run: Path) -> dict | None:
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     examples = pq.read_table(run / "examples.parquet", columns=["n_input_tokens", "excluded"]).to_pydict()
     tokens = sum(n for n, why in zip(examples["n_input_tokens"], examples["excluded"]) if why is None)
-    params = parameter_count(_model_dir(manifest)) if manifest.get("model_path") or manifest.get("model") else None
+    # A store restored from another machine names that machine's cache path: find the same model here by name.
+    recorded = Path(manifest["model_path"]) if manifest.get("model_path") else None
+    folder = recorded if recorded and recorded.is_dir() else _local_model(manifest["model"]) if manifest.get("model") else None
+    params = parameter_count(folder) if folder else None
     passes = len(manifest.get("snapshots") or [])
     epochs = manifest["training"]["epochs"]
     return {"seconds": manifest.get("wall_seconds"), "complete": bool(manifest.get("complete")),
@@ -253,12 +254,8 @@ def recording_cost(run: Path) -> dict | None:
 
 
 def cost_rows(experiment: "Experiment", rows: list[dict]) -> tuple[list[dict], dict | None]:
-    from s2l.models import resolve
-
-    try:
-        target_params = parameter_count(Path(resolve(experiment.config.target["model"])))
-    except Exception:  # a hub id not in the cache: the FLOPs are left out, the times stay
-        target_params = None
+    target = _local_model(experiment.config.target["model"])
+    target_params = parameter_count(target) if target else None
     recording = recording_cost(experiment.out / "proxy-run")
     return method_costs(rows, target_params, recording), recording
 
